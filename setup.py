@@ -1,0 +1,43 @@
+"""pip install path (virtual environments, CI). On a ROS 2 distro, colcon builds the
+package through CMakeLists.txt (ament_cmake + rosidl for msg/) instead."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "actdistill_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ActDistill: action-guided layer-skipping students for VLA robot policies, as a ROS 2 package",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["assets/**/*", "assets/*"]},
+    data_files=[
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=[
+        "torch>=2.2",
+        "transformers>=4.45",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "rosbags>=0.10",
+        "rosbags-image>=0.9",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+    ],
+    extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},
+    entry_points={
+        "console_scripts": [
+            "actdistill = actdistill_ros.cli:main",
+            "policy_node = actdistill_ros.nodes.policy_node:main",
+            "distill_node = actdistill_ros.nodes.distill_node:main",
+        ]
+    },
+)
