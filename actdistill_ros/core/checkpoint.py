@@ -1,0 +1,178 @@
+"""Deployable checkpoints: ``config.json`` + ``model.safetensors``. Loading never unpickles.
+
+A teacher checkpoint holds the TinyVLA (with its action normalisation statistics); a
+student checkpoint holds backbone + router + action head only (no graph modules or
+per-layer probe heads: those are training-only). Every mismatch (missing file, wrong
+format or version, missing/unexpected key, wrong shape) is a :class:`CheckpointError`
+that names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ConfigError, RouterConfig, TinyVLAConfig, from_dict, to_dict
+from .student import RoutedStudent
+from .teacher import VLATeacher
+from .tiny_vla import TinyVLA
+
+FORMAT_VERSION = 1
+TEACHER_FORMAT = "actdistill-teacher"
+STUDENT_FORMAT = "actdistill-student"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TEACHER_TYPES = {"tiny_vla": (TinyVLA, TinyVLAConfig)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, malformed or does not match the model it claims to be."""
+
+
+def package_assets() -> Path:
+    return Path(__file__).resolve().parent.parent / "assets"
+
+
+def default_student_path() -> Path:
+    """The small student checkpoint shipped inside the package (the embedded default)."""
+    return package_assets() / "student_default"
+
+
+def default_teacher_path() -> Path:
+    return package_assets() / "teacher_default"
+
+
+def _write(directory: Path, config: dict, module: nn.Module) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": config["format"]})
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def _read_config(directory: Path, expected_format: str) -> dict:
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint not found: {directory}")
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint must be a directory holding {CONFIG_FILE} and {WEIGHTS_FILE}: {directory}")
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory}: missing {CONFIG_FILE}")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_path}: invalid JSON ({exc})") from exc
+    if config.get("format") != expected_format:
+        raise CheckpointError(f"{config_path}: format is {config.get('format')!r}, expected {expected_format!r}")
+    if config.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{config_path}: unknown checkpoint version {config.get('version')!r} "
+            f"(this actdistill_ros reads version {FORMAT_VERSION})"
+        )
+    return config
+
+
+def _load_weights(directory: Path, module: nn.Module) -> None:
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise CheckpointError(f"{weights_path}: " + "; ".join(parts))
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{weights_path}: key {key!r} has shape {list(value.shape)}, "
+                f"the config implies {list(expected[key].shape)}"
+            )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{weights_path}: key {key!r} holds non-finite values")
+    module.load_state_dict(tensors, strict=True)
+
+
+def _teacher_config(teacher: VLATeacher) -> dict:
+    for name, (cls, _cfg_cls) in TEACHER_TYPES.items():
+        if isinstance(teacher, cls):
+            return {"type": name, "model": to_dict(teacher.cfg)}
+    raise CheckpointError(f"cannot export teacher of type {type(teacher).__name__}")
+
+
+def _build_teacher(spec: dict, where: Path) -> VLATeacher:
+    kind = spec.get("type")
+    if kind not in TEACHER_TYPES:
+        raise CheckpointError(f"{where}: unknown teacher type {kind!r}; known: {sorted(TEACHER_TYPES)}")
+    cls, cfg_cls = TEACHER_TYPES[kind]
+    try:
+        return cls(from_dict(cfg_cls, spec.get("model", {})))
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: bad model config: {exc}") from exc
+
+
+def save_teacher(teacher: VLATeacher, directory: str | Path, extra: dict | None = None) -> Path:
+    config = {"format": TEACHER_FORMAT, "version": FORMAT_VERSION, "teacher": _teacher_config(teacher),
+              **(extra or {})}
+    return _write(Path(directory), config, teacher)
+
+
+def load_teacher(directory: str | Path) -> VLATeacher:
+    directory = Path(directory)
+    config = _read_config(directory, TEACHER_FORMAT)
+    teacher = _build_teacher(config.get("teacher", {}), directory)
+    _load_weights(directory, teacher)
+    return teacher.eval()
+
+
+def save_student(student: RoutedStudent, directory: str | Path, extra: dict | None = None) -> Path:
+    """Export the deployable student (backbone + router + action head, nothing training-only)."""
+    config = {
+        "format": STUDENT_FORMAT,
+        "version": FORMAT_VERSION,
+        "teacher": _teacher_config(student.backbone),
+        "router": to_dict(student.router.cfg),
+        "inference": {"threshold": student.threshold, "max_layers": student.max_layers},
+        **(extra or {}),
+    }
+    return _write(Path(directory), config, student)
+
+
+def load_student(directory: str | Path) -> RoutedStudent:
+    directory = Path(directory)
+    config = _read_config(directory, STUDENT_FORMAT)
+    backbone = _build_teacher(config.get("teacher", {}), directory)
+    try:
+        router_cfg = from_dict(RouterConfig, config.get("router", {}))
+    except ConfigError as exc:
+        raise CheckpointError(f"{directory}: bad router config: {exc}") from exc
+    student = RoutedStudent(backbone, router_cfg)
+    _load_weights(directory, student)
+    inference = config.get("inference", {})
+    try:
+        student.set_budget(max_layers=inference.get("max_layers"), threshold=inference.get("threshold"))
+    except ValueError as exc:
+        raise CheckpointError(f"{directory}: bad inference settings: {exc}") from exc
+    return student.eval()
+
+
+def read_checkpoint_info(directory: str | Path) -> dict:
+    """The JSON config of a teacher or student checkpoint (no weights loaded)."""
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return json.loads(path.read_text())

@@ -1,0 +1,262 @@
+"""Typed configuration: dataclasses, loaded from YAML/JSON files plus ``key=value`` overrides.
+
+Unknown keys are errors (a typo in a config must not silently fall back to a default),
+and values are coerced to the annotated type so ``--set epochs=3`` works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key."""
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        last_error: Exception | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                last_error = exc
+        raise last_error or ConfigError(f"{key}: cannot interpret {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, prefix=f"{key}.")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+            return value.lower() in {"true", "1", "yes", "on"}
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = annotation(value) if annotation is float else int(str(value), 0)
+        except (TypeError, ValueError) as exc:
+            if annotation is int and isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from exc
+        return number
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys: {', '.join(sorted(prefix + n for n in names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ``["a=1", "b.c=x"]`` into a nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not key=value")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for k, v in extra.items():
+        merged[k] = deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> T:
+    """Config of type ``cls`` from ``base`` dict, then a YAML/JSON file, then ``key=value`` overrides."""
+    data: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = deep_merge(data, loaded)
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    return from_dict(cls, data)
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+@dataclass
+class TinyVLAConfig:
+    """Sizes of the built-in TinyVLA teacher."""
+
+    image_size: int = 128  # square RGB input; other sizes are resized (INTER_AREA)
+    patch_size: int = 16
+    hidden_size: int = 256
+    num_layers: int = 8
+    num_heads: int = 4
+    intermediate_size: int = 768
+    max_text_tokens: int = 48  # byte-level tokens incl. BOS/EOS; longer instructions are an error
+    chunk_size: int = 4  # future actions predicted per forward pass
+    action_dim: int = 7
+
+    def validate(self) -> None:
+        for name in ("image_size", "patch_size", "hidden_size", "num_layers", "num_heads",
+                     "intermediate_size", "max_text_tokens", "chunk_size"):
+            _positive(name, getattr(self, name))
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.action_dim != 7:
+            raise ConfigError(f"action_dim must be 7 (dx,dy,dz,droll,dpitch,dyaw,gripper), got {self.action_dim}")
+
+
+MODEL_PRESETS: dict[str, TinyVLAConfig] = {
+    # unit/integration tests: a few seconds per training epoch on 2 CPU cores
+    "test": TinyVLAConfig(image_size=64, patch_size=16, hidden_size=64, num_layers=4, num_heads=4,
+                          intermediate_size=128, max_text_tokens=32, chunk_size=4),
+    # the embedded default: trains on a 2-core CPU in minutes
+    "default": TinyVLAConfig(),
+}
+
+
+@dataclass
+class GraphConfig:
+    """Graph-structured encapsulation (training only)."""
+
+    graph_dim: int = 128  # node feature width inside the graph module
+    semantic_dim: int = 128  # d_s (512 at 7B scale)
+    top_k: int = 8
+    gat_layers: int = 2
+
+    def validate(self) -> None:
+        for name in ("graph_dim", "semantic_dim", "top_k", "gat_layers"):
+            _positive(name, getattr(self, name))
+
+
+@dataclass
+class RouterConfig:
+    router_dim: int = 64
+    threshold: float = 0.5
+    init_bias: float = 2.0  # gates start open (sigmoid(2) = 0.88): the student starts as the teacher
+
+    def validate(self) -> None:
+        _positive("router_dim", self.router_dim)
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+
+
+@dataclass
+class LossConfig:
+    """Stage-2 loss weights; defaults are METHOD.md's."""
+
+    alpha: float = 1.0  # semantic + relational
+    beta: float = 1.0  # layer-wise action terms
+    eta: float = 0.5  # relational weight inside the alpha term
+    gamma: float = 2.0  # layer weights (l / (L-1))^gamma
+    balance: float = 0.3
+    budget: float = 10.0  # our addition: (mean gate - keep_ratio)^2
+    keep_ratio: float = 0.45  # target fraction of decoder layers executed
+
+    def validate(self) -> None:
+        for name in ("alpha", "beta", "eta", "gamma", "balance", "budget"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ConfigError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "lr", "checkpoint_every"):
+            _positive(name, getattr(self, name))
+
+
+@dataclass
+class TeacherTrainConfig:
+    model: TinyVLAConfig = field(default_factory=TinyVLAConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, lr=1e-3))
+    held_out_fraction: float = 0.15
+    device: str = "auto"
+
+
+@dataclass
+class DistillConfig:
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    probe: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=5, lr=1e-3))
+    student: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=15, lr=3e-4))
+    router_lr: float = 3e-3  # the router learns from scratch; the backbone only adapts
+    train_backbone: bool = True  # False: only the router adapts (cheapest, for huge teachers)
+    held_out_fraction: float = 0.15
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _positive("router_lr", self.router_lr)

@@ -1,0 +1,180 @@
+"""TinyVLA: the built-in teacher. Small enough to train on a CPU, shaped like a real VLA.
+
+image -> patch embedding -> projector (vision tokens); instruction -> byte-level tokens
+-> embedding (text tokens); [vision | text] -> transformers ``LlamaDecoderLayer`` stack
+(bidirectional attention over valid tokens, rotary positions) -> RMSNorm -> attention-
+pooled MLP action head predicting a chunk of H future 7-DoF end-effector actions.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+from .config import TinyVLAConfig
+from .teacher import ActionNormalizer, TokenBatch, VLATeacher
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: needs no download and no vocabulary file."""
+
+    PAD, BOS, EOS = 0, 1, 2
+    OFFSET = 3
+    vocab_size = 256 + OFFSET
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("instruction is empty")
+        ids = [self.BOS, *(b + self.OFFSET for b in text.strip().encode("utf-8")), self.EOS]
+        if len(ids) > self.max_tokens:
+            raise ValueError(
+                f"instruction is {len(ids) - 2} bytes long; this model takes at most "
+                f"{self.max_tokens - 2} (max_text_tokens={self.max_tokens})"
+            )
+        return ids
+
+    def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (ids [B, max_tokens] int64 padded with PAD, mask [B, max_tokens] bool)."""
+        ids = torch.full((len(texts), self.max_tokens), self.PAD, dtype=torch.long)
+        for row, text in enumerate(texts):
+            encoded = self.encode(text)
+            ids[row, : len(encoded)] = torch.tensor(encoded)
+        return ids, ids != self.PAD
+
+
+def images_to_uint8_batch(images, size: int) -> torch.Tensor:
+    """uint8 RGB images (one [H,W,3] or a batch [B,H,W,3]) -> uint8 tensor [B, size, size, 3].
+
+    Other sizes are resized with INTER_AREA (the documented resize); wrong dtype,
+    channel count or non-finite content are errors.
+    """
+    array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"images must be RGB [H,W,3] or [B,H,W,3], got shape {list(array.shape)}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 RGB, got dtype {array.dtype}")
+    if array.shape[1:3] != (size, size):
+        array = np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in array])
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class PatchVisionEncoder(nn.Module):
+    """Conv patch embedding + learned positions + 2-layer MLP projector."""
+
+    def __init__(self, cfg: TinyVLAConfig) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.num_tokens = (cfg.image_size // cfg.patch_size) ** 2
+        self.position = nn.Parameter(torch.zeros(1, self.num_tokens, cfg.hidden_size))
+        nn.init.normal_(self.position, std=0.02)
+        self.projector = nn.Sequential(
+            nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.patch(pixels).flatten(2).transpose(1, 2) + self.position
+        return self.projector(x)
+
+
+class ChunkActionHead(nn.Module):
+    """Attention pooling over valid tokens -> MLP -> [B, chunk, 7] (normalised units)."""
+
+    def __init__(self, hidden: int, chunk_size: int, action_dim: int) -> None:
+        super().__init__()
+        self.chunk_size, self.action_dim = chunk_size, action_dim
+        self.score = nn.Linear(hidden, 1)
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, chunk_size * action_dim))
+
+    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        scores = self.score(hidden).squeeze(-1).masked_fill(~valid, float("-inf"))
+        pooled = torch.einsum("bt,btd->bd", scores.softmax(-1), hidden)
+        return self.mlp(pooled).view(-1, self.chunk_size, self.action_dim)
+
+
+class TinyVLA(VLATeacher):
+    def __init__(self, cfg: TinyVLAConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.llama_config = LlamaConfig(
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=1024,
+            vocab_size=ByteTokenizer.vocab_size,
+            attention_dropout=0.0,
+        )
+        self.llama_config._attn_implementation = "sdpa"
+        self.tokenizer = ByteTokenizer(cfg.max_text_tokens)
+        self.vision = PatchVisionEncoder(cfg)
+        self.text_embedding = nn.Embedding(ByteTokenizer.vocab_size, cfg.hidden_size, padding_idx=ByteTokenizer.PAD)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(self.llama_config, i) for i in range(cfg.num_layers))
+        self.rotary = LlamaRotaryEmbedding(self.llama_config)
+        self.final_norm = LlamaRMSNorm(cfg.hidden_size, eps=self.llama_config.rms_norm_eps)
+        self.action_head = ChunkActionHead(cfg.hidden_size, cfg.chunk_size, cfg.action_dim)
+        self.normalizer = ActionNormalizer(cfg.action_dim)
+        self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.hidden_size
+
+    @property
+    def chunk_size(self) -> int:
+        return self.cfg.chunk_size
+
+    @property
+    def num_vision_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    def prepare(self, images, instructions: list[str]) -> dict[str, torch.Tensor]:
+        pixels = images_to_uint8_batch(images, self.cfg.image_size)
+        if len(instructions) != pixels.shape[0]:
+            raise ValueError(f"{pixels.shape[0]} images but {len(instructions)} instructions")
+        input_ids, _ = self.tokenizer.batch(list(instructions))
+        return {"pixels": pixels, "input_ids": input_ids}
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> TokenBatch:
+        device = self.text_embedding.weight.device
+        dtype = self.text_embedding.weight.dtype
+        pixels = inputs["pixels"].to(device)
+        ids = inputs["input_ids"].to(device)
+        x = pixels.permute(0, 3, 1, 2).to(dtype) / 255.0
+        x = (x - self.pixel_mean.to(dtype)) / self.pixel_std.to(dtype)
+        vision = self.vision(x)
+        text = self.text_embedding(ids)
+        hidden = torch.cat([vision, text], dim=1)
+        batch_size, n_vision = vision.shape[:2]
+        text_valid = ids != ByteTokenizer.PAD
+        vision_valid = torch.ones(batch_size, n_vision, dtype=torch.bool, device=device)
+        valid = torch.cat([vision_valid, text_valid], dim=1)
+        vision_mask = torch.cat([vision_valid, torch.zeros_like(text_valid)], dim=1)
+        text_mask = torch.cat([torch.zeros_like(vision_valid), text_valid], dim=1)
+        positions = torch.arange(hidden.shape[1], device=device).unsqueeze(0)
+        cos, sin = self.rotary(hidden, positions)
+        # bidirectional attention over valid keys (prefix-LM style, as VLA action heads read
+        # the whole context); [B, 1, T, T] boolean, True = may attend
+        attn = valid[:, None, None, :].expand(-1, 1, hidden.shape[1], -1)
+        return TokenBatch(
+            hidden=hidden,
+            vision_mask=vision_mask,
+            text_mask=text_mask,
+            attention_mask=valid,
+            layer_kwargs={"attention_mask": attn, "position_embeddings": (cos, sin)},
+        )
+
+    def run_layer(self, index: int, hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+        out = self.layers[index](hidden, **batch.layer_kwargs)
+        return out[0] if isinstance(out, tuple) else out
