@@ -172,7 +172,10 @@ MODEL_PRESETS: dict[str, TinyVLAConfig] = {
     # unit/integration tests: a few seconds per training epoch on 2 CPU cores
     "test": TinyVLAConfig(image_size=64, patch_size=16, hidden_size=64, num_layers=4, num_heads=4,
                           intermediate_size=128, max_text_tokens=32, chunk_size=4),
-    # the embedded default: trains on a 2-core CPU in minutes
+    # the shipped embedded-default checkpoints: a few MB, fast on any CPU
+    "small": TinyVLAConfig(image_size=64, patch_size=8, hidden_size=96, num_layers=6, num_heads=4,
+                           intermediate_size=256, max_text_tokens=48, chunk_size=4),
+    # the benchmark size: 128 px, width 256, 8 layers (~7 M parameters)
     "default": TinyVLAConfig(),
 }
 

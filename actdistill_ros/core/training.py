@@ -110,7 +110,8 @@ def train_probes(teacher: VLATeacher, probes: LayerProbes, data: TensorData, cfg
         _, layer_actions = probes(per_layer, batch.attention_mask)
         per_layer_mse = ((layer_actions - teacher.normalizer.normalize(target)[:, None]) ** 2).mean((0, 2, 3))
         loss = per_layer_mse.mean()
-        return loss, {"probe": loss.item(), "first_layer": per_layer_mse[0].item(), "last_layer": per_layer_mse[-1].item()}
+        return loss, {"probe": loss.item(), "first_layer": per_layer_mse[0].item(),
+                      "last_layer": per_layer_mse[-1].item()}
 
     return run_loop("probe", run_dir, {"probes": probes}, optimizer, cfg, len(data), step, stop_after)
 

@@ -1,0 +1,144 @@
+"""``actdistill``: the command line of the ROS-free core (train, distill, benchmark, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .core.config import MODEL_PRESETS, ConfigError, DistillConfig, TeacherTrainConfig, load_config, to_dict
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML/JSON file with config keys (unknown keys are errors)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, dotted for nesting (repeatable), e.g. student.epochs=5")
+
+
+def _cmd_make_synthetic(args) -> int:
+    from .core.synthetic import make_dataset
+
+    ds = make_dataset(args.episodes, steps=args.steps, image_size=args.image_size, seed=args.seed)
+    ds.save(args.out)
+    print(f"wrote {len(ds.episodes)} episodes, {ds.num_steps} steps to {args.out}")
+    return 0
+
+
+def _cmd_train_teacher(args) -> int:
+    from .core.pipeline import run_teacher_training
+
+    base = {"model": to_dict(MODEL_PRESETS[args.preset])}
+    if args.device:
+        base["device"] = args.device
+    cfg = load_config(TeacherTrainConfig, args.config, args.overrides, base=base)
+    teacher_dir = run_teacher_training(args.dataset, args.out, cfg)
+    print(f"teacher checkpoint: {teacher_dir}")
+    print(json.dumps(json.loads((Path(args.out) / "runs" / "teacher_done.json").read_text()), indent=2))
+    return 0
+
+
+def _cmd_distill(args) -> int:
+    from .core.pipeline import run_distillation
+
+    base = {"device": args.device} if args.device else {}
+    cfg = load_config(DistillConfig, args.config, args.overrides, base=base)
+    result = run_distillation(args.dataset, args.teacher, args.out, cfg)
+    print(f"student checkpoint: {result.student_dir}")
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .core.bench import BenchConfig, benchmark, benchmark_markdown
+    from .core.demo import write_bench_outputs
+
+    cfg = BenchConfig(device=args.device, warmup=args.warmup, latency_iters=args.iters,
+                      eval_samples=args.eval_samples, threads=args.threads)
+    result = benchmark(args.teacher, args.student, args.dataset, cfg)
+    print(benchmark_markdown(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.out:
+        write_bench_outputs(result, args.out)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .core.bench import BenchConfig, benchmark_markdown
+    from .core.demo import run_demo
+
+    preset = "quick" if args.quick else args.preset
+    result = run_demo(args.out, preset=preset, device=args.device, seed=args.seed,
+                      bench=BenchConfig(device=args.bench_device, threads=args.threads))
+    print()
+    print(benchmark_markdown(result))
+    print(f"outputs in {args.out}: teacher/, student/, bench.json, bench.md, *.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actdistill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-synthetic", help="write the synthetic 'move to the <colour> cube' dataset")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_make_synthetic)
+
+    p = sub.add_parser("train-teacher", help="behaviour-clone a TinyVLA teacher on a dataset directory")
+    p.add_argument("--dataset", type=Path, required=True, help="episode dataset directory (dataset.json)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (teacher/ and runs/); resumable")
+    p.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="default", help="model size preset")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_train_teacher)
+
+    p = sub.add_parser("distill", help="stage 1 + stage 2 + export of a routed student")
+    p.add_argument("--dataset", type=Path, required=True, help="episode dataset directory (dataset.json)")
+    p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory (student/ and runs/); resumable")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("bench", help="teacher vs student: FLOPs, latency, layers, action error, keep-ratio curve")
+    p.add_argument("--teacher", type=Path, required=True)
+    p.add_argument("--student", type=Path, required=True)
+    p.add_argument("--dataset", type=Path, required=True, help="evaluated on its held-out episodes")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--iters", type=int, default=50, help="timed batch-1 passes per model")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--eval-samples", type=int, default=400)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--json", type=Path, help="write the result JSON here")
+    p.add_argument("--out", type=Path, help="also write bench.json, bench.md and PNG plots here")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="the embedded default end to end: data -> teacher -> student -> benchmark")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--preset", choices=["quick", "small", "default"], default="default")
+    p.add_argument("--quick", action="store_true", help="same as --preset quick (a few minutes)")
+    p.add_argument("--device", default="auto", help="training device")
+    p.add_argument("--bench-device", default="cpu", help="benchmark device")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"actdistill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
