@@ -144,7 +144,8 @@ def keep_ratio_curve(teacher, student, data, singles, cfg: BenchConfig, device, 
             lat = _interleaved_latency({"teacher": teacher, "student": student.forward_routed}, singles, 2,
                                        cfg.curve_latency_iters, device)
             curve.append({"max_layers": cap, "executed_layer_fraction": ev["executed_layer_fraction"],
-                          "flops_ratio": ratio, "speedup": lat["teacher"] / lat["student"], "action_mse": ev["action_mse"],
+                          "flops_ratio": ratio, "speedup": lat["teacher"] / lat["student"],
+                          "action_mse": ev["action_mse"],
                           "action_error_ratio": ev["action_mse"] / max(teacher_mse, 1e-12)})
     finally:
         student.set_budget(max_layers=saved[0], threshold=saved[1])
