@@ -151,7 +151,7 @@ class TinyVLAConfig:
     hidden_size: int = 256
     num_layers: int = 8
     num_heads: int = 4
-    intermediate_size: int = 768
+    intermediate_size: int = 512
     max_text_tokens: int = 48  # byte-level tokens incl. BOS/EOS; longer instructions are an error
     chunk_size: int = 4  # future actions predicted per forward pass
     action_dim: int = 7
@@ -235,10 +235,14 @@ class OptimConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     seed: int = 0
+    schedule: str = "cosine"  # cosine (with 3% linear warm-up) | constant
+    min_lr_fraction: float = 0.05  # cosine floor, as a fraction of lr
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "lr", "checkpoint_every"):
             _positive(name, getattr(self, name))
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
 
 
 @dataclass

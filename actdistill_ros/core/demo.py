@@ -39,15 +39,15 @@ class DemoPreset:
 
 
 DEMO_PRESETS: dict[str, DemoPreset] = {
-    # minutes on a 2-core CPU; a smoke run of the whole chain
-    "quick": DemoPreset(MODEL_PRESETS["small"], episodes=240, steps=8, teacher_epochs=12, probe_epochs=2,
+    # a few minutes on a 2-core CPU: the whole chain on the test-size model
+    "quick": DemoPreset(MODEL_PRESETS["test"], episodes=240, steps=8, teacher_epochs=12, probe_epochs=2,
                         student_epochs=6, graph=GraphConfig(graph_dim=64, semantic_dim=64)),
-    # the shipped small checkpoints (actdistill_ros/assets)
+    # the shipped small checkpoints (actdistill_ros/assets); minutes on a GPU, hours on a 2-core CPU
     "small": DemoPreset(MODEL_PRESETS["small"], episodes=1200, steps=8, teacher_epochs=40, probe_epochs=4,
-                        student_epochs=20, graph=GraphConfig(graph_dim=64, semantic_dim=64)),
-    # the benchmark size (README table); a GPU makes this minutes instead of an hour
+                        student_epochs=20, graph=GraphConfig(graph_dim=64, semantic_dim=64), batch_size=64),
+    # the benchmark size (README table); minutes on a GPU, hours on a 2-core CPU
     "default": DemoPreset(MODEL_PRESETS["default"], episodes=1200, steps=8, teacher_epochs=40, probe_epochs=4,
-                          student_epochs=20),
+                          student_epochs=20, batch_size=64),
 }
 
 

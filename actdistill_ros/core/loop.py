@@ -40,6 +40,18 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=generator)
 
 
+def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
+    """Learning-rate multiplier at ``step``: a pure function of the step, so resuming needs no
+    scheduler state."""
+    if cfg.schedule == "constant":
+        return 1.0
+    warmup = max(1, int(0.03 * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def batches_per_epoch(num_samples: int, batch_size: int) -> int:
     full, rest = divmod(num_samples, batch_size)
     return full + (1 if rest >= 2 else 0)  # a batch of 1 has no relational structure
@@ -76,6 +88,7 @@ def run_loop(
         start = int(state["step"])
     history = _read_history(metrics_path, keep_until=start)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    base_lrs = [group.setdefault("base_lr", group["lr"]) for group in optimizer.param_groups]
     for module in modules.values():
         module.train()
     bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, disable=None)
@@ -85,6 +98,8 @@ def run_loop(
             epoch, index = divmod(step, per_epoch)
             order = epoch_order(num_samples, cfg.seed, epoch)
             rows = order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * lr_factor(cfg, step, total)
             loss, terms = step_fn(rows)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"{name}: loss became non-finite at step {step}: {terms}")
