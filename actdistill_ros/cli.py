@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .core.config import MODEL_PRESETS, ConfigError, DistillConfig, TeacherTrainConfig, load_config, to_dict
+from .core.checkpoint import CheckpointError
+from .core.config import MODEL_PRESETS, ConfigError, TeacherTrainConfig, load_config, to_dict
+from .core.dataset import DatasetError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -39,14 +41,25 @@ def _cmd_train_teacher(args) -> int:
 
 
 def _cmd_distill(args) -> int:
-    from .core.pipeline import run_distillation
+    from .distill_job import load_distill_job_config, run_distill_job
 
-    base = {"device": args.device} if args.device else {}
-    cfg = load_config(DistillConfig, args.config, args.overrides, base=base)
-    result = run_distillation(args.dataset, args.teacher, args.out, cfg)
+    overrides = list(args.overrides)
+    for key, value in (("dataset", args.dataset), ("bags", args.bags), ("teacher", args.teacher),
+                       ("output_dir", args.out), ("device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_distill_job_config(args.config, overrides)
+    result = run_distill_job(cfg, progress=_print_progress)
     print(f"student checkpoint: {result.student_dir}")
-    print(json.dumps(result.metrics, indent=2))
+    print(f"report: {result.report_md}")
+    keys = ("flops_ratio", "speedup", "executed_layer_fraction", "action_error_ratio", "episodes", "steps")
+    print(json.dumps({k: result.report.get(k) for k in keys}, indent=2))
     return 0
+
+
+def _print_progress(event: dict) -> None:
+    if event.get("state") in {"started", "done", "skipped", "failed"}:
+        print(f"[{event.get('stage')}] {event.get('state')}", flush=True)
 
 
 def _cmd_bench(args) -> int:
@@ -98,11 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=_cmd_train_teacher)
 
-    p = sub.add_parser("distill", help="stage 1 + stage 2 + export of a routed student")
-    p.add_argument("--dataset", type=Path, required=True, help="episode dataset directory (dataset.json)")
-    p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint directory")
-    p.add_argument("--out", type=Path, required=True, help="output directory (student/ and runs/); resumable")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p = sub.add_parser("distill", help="rosbags or a dataset -> stage 1 + stage 2 -> exported student + report",
+                       description="Keys and defaults: config/distill.yaml and the README table. Flags below are "
+                                   "shorthands for the keys of the same meaning.")
+    p.add_argument("--dataset", help="episode dataset directory (key: dataset)")
+    p.add_argument("--bags", help="rosbag2 directory/file or a directory of bags (key: bags)")
+    p.add_argument("--teacher", help="teacher checkpoint directory (key: teacher)")
+    p.add_argument("--out", help="output directory; rerun to resume (key: output_dir)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (key: device)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_distill)
 
@@ -121,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the embedded default end to end: data -> teacher -> student -> benchmark")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--preset", choices=["quick", "small", "default"], default="default")
+    p.add_argument("--preset", choices=["quick", "default"], default="default")
     p.add_argument("--quick", action="store_true", help="same as --preset quick (a few minutes)")
     p.add_argument("--device", default="auto", help="training device")
     p.add_argument("--bench-device", default="cpu", help="benchmark device")
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"actdistill {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -172,9 +172,6 @@ MODEL_PRESETS: dict[str, TinyVLAConfig] = {
     # unit/integration tests: a few seconds per training epoch on 2 CPU cores
     "test": TinyVLAConfig(image_size=64, patch_size=16, hidden_size=64, num_layers=4, num_heads=4,
                           intermediate_size=128, max_text_tokens=32, chunk_size=4),
-    # the shipped embedded-default checkpoints: a few MB, fast on any CPU
-    "small": TinyVLAConfig(image_size=64, patch_size=8, hidden_size=96, num_layers=6, num_heads=4,
-                           intermediate_size=256, max_text_tokens=48, chunk_size=4),
     # the benchmark size: 128 px, width 256, 8 layers (~7 M parameters)
     "default": TinyVLAConfig(),
 }
@@ -262,8 +259,11 @@ class DistillConfig:
     student: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=15, lr=3e-4))
     router_lr: float = 3e-3  # the router learns from scratch; the backbone only adapts
     train_backbone: bool = True  # False: only the router adapts (cheapest, for huge teachers)
+    max_train_episodes: int = 0  # >0: distil on this many training episodes (stages 1-2 cost less)
     held_out_fraction: float = 0.15
     device: str = "auto"
 
     def validate(self) -> None:
         _positive("router_lr", self.router_lr)
+        if self.max_train_episodes < 0:
+            raise ConfigError(f"max_train_episodes must be >= 0, got {self.max_train_episodes}")

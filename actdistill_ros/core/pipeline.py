@@ -39,10 +39,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, dict], None]
 
 
-def _split(dataset_dir: str | Path, held_out_fraction: float, teacher) -> tuple[TensorData, TensorData]:
+def _split(dataset_dir: str | Path, held_out_fraction: float, teacher,
+           max_train_episodes: int = 0) -> tuple[TensorData, TensorData]:
+    """The same episode split for every stage; optionally only the first training episodes."""
     dataset = EpisodeDataset.load(dataset_dir)
     train, held_out = dataset.split(held_out_fraction, seed=0)
-    return build_tensor_data(train, teacher), build_tensor_data(held_out, teacher, id_offset=len(train.episodes))
+    n_train = len(train.episodes)
+    if max_train_episodes:
+        train = EpisodeDataset(train.episodes[:max_train_episodes], train.meta)
+    return build_tensor_data(train, teacher), build_tensor_data(held_out, teacher, id_offset=n_train)
 
 
 def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: TeacherTrainConfig,
@@ -88,7 +93,7 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.student.seed)
     teacher = load_teacher(teacher_dir).to(device)
-    train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher)
+    train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
     notify("data", {"train_samples": len(train), "held_out_samples": len(held_out)})
 
     probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, cfg.graph).to(device)

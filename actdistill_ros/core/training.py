@@ -162,11 +162,13 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
     are frozen: they define the semantic space the teacher records live in."""
     probes.eval().requires_grad_(False)
     device = _device_of(student)
+    # the student was copied from a teacher that stage 1 froze: set trainability explicitly,
+    # or a fresh run would silently train only the router while a resumed one trains both
+    student.backbone.requires_grad_(cfg.train_backbone)
+    student.router.requires_grad_(True)
     groups = [{"params": list(student.router.parameters()), "lr": cfg.router_lr}]
     if cfg.train_backbone:
         groups.append({"params": list(student.backbone.parameters()), "lr": cfg.student.lr})
-    else:
-        student.backbone.requires_grad_(False)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.student.weight_decay)
     normalizer = student.backbone.normalizer
 

@@ -1,0 +1,318 @@
+"""The one configuration of a distillation job, shared by ``distill_node`` and ``actdistill distill``.
+
+A file is either a plain mapping (``key: value``) or a ROS 2 parameters file (``/**:`` or a node
+name, then ``ros__parameters:``), so ``config/distill.yaml`` serves both the node
+(``--ros-args --params-file``) and the CLI (``--config``). Dotted keys (``distill.loss.gamma``,
+what ROS makes of nested parameters) and nested mappings are the same thing. Unknown keys are
+errors, ``''`` means "not set" for optional strings (ROS parameters cannot be null).
+
+The simple keys are mapped onto :class:`~actdistill_ros.ingest.IngestConfig` and
+:class:`~actdistill_ros.core.config.DistillConfig`; ``distill.*`` (``teacher_training.*``) reach
+every other field of DistillConfig (TeacherTrainConfig) but may not repeat a field that a simple
+key owns (``distill.loss.keep_ratio`` is ``keep_ratio``): two places for one value would make
+one of them silently lose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.config import (
+    ConfigError,
+    DistillConfig,
+    TeacherTrainConfig,
+    deep_merge,
+    from_dict,
+    parse_overrides,
+    to_dict,
+)
+from ..ingest.config import ACTION_SOURCES, IngestConfig, IngestError
+
+FIELD_HELP: dict[str, str] = {
+    "bags": "Rosbags to ingest: a rosbag2 directory, a .mcap/.db3/ROS 1 .bag file, a directory searched "
+            "recursively for bags, or a list of those. Exactly one of `bags` and `dataset`.",
+    "dataset": "An already-ingested dataset directory (dataset.json) to use instead of `bags`.",
+    "image_topic": "Camera topic in the bags (sensor_msgs/Image or CompressedImage).",
+    "instruction_topic": "Language instruction topic (std_msgs/String); a new instruction starts a new episode. "
+                         "Exactly one of `instruction_topic` and `instruction` (with `bags`).",
+    "instruction": "One fixed instruction for every bag, instead of `instruction_topic`.",
+    "action_topic": "Teleoperation command topic in the bags.",
+    "action_source": "Type of `action_topic`: `ee` (actdistill_ros/EndEffectorAction deltas), `twist` "
+                     "(TwistStamped velocities, integrated over a control period) or `pose` (PoseStamped targets, "
+                     "differenced).",
+    "gripper_topic": "With `twist`/`pose`: gripper topic (std_msgs/Float64 or sensor_msgs/JointState); "
+                     "'' = gripper 0.",
+    "gripper_joint": "JointState joint name of the gripper ('' = the first position).",
+    "control_rate_hz": "Control rate the episodes are resampled to; the student acts at this rate [Hz].",
+    "max_gap_s": "A gap in images or actions longer than this splits an episode [s].",
+    "min_episode_steps": "Episodes shorter than this are dropped (listed in the dataset summary) [steps].",
+    "image_size": "Stored (square) image size; 0 = the teacher's input size [px].",
+    "teacher": "Teacher checkpoint directory (an actdistill teacher, e.g. from `actdistill train-teacher`); "
+               "'' = the teacher shipped with the package. Hugging Face transformers model directories are "
+               "not supported yet.",
+    "train_teacher": "Train a TinyVLA teacher on the data first (into `output_dir/teacher`; `teacher` must be ''); "
+                     "sizes and optimiser via `teacher_training.*`.",
+    "keep_ratio": "Target fraction of decoder layers the student executes, in (0, 1] "
+                  "(DistillConfig.loss.keep_ratio).",
+    "epochs": "Stage-2 (distillation) epochs (DistillConfig.student.epochs).",
+    "probe_epochs": "Stage-1 (graph probe) epochs (DistillConfig.probe.epochs).",
+    "batch_size": "Batch size of every training stage (probe, student, teacher).",
+    "device": "Training/benchmark device: auto (CUDA when available), cpu, cuda, cuda:N.",
+    "threads": "torch CPU threads for this job; 0 = torch's default (one per core).",
+    "output_dir": "Required. Receives dataset/, runs/ (resumable state), student/ (the exported checkpoint), "
+                  "report.json, report.md and plots/. Rerunning with the same output_dir resumes.",
+    "report_eval_samples": "Held-out samples for the report's action errors; 0 = all.",
+    "report_latency_iters": "Timed batch-1 forward passes per model (and per layer cap) in the report.",
+    "distill": "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
+               "`distill.router.threshold`, `distill.student.lr`, `distill.student.checkpoint_every`, "
+               "`distill.held_out_fraction`.",
+    "teacher_training": "Advanced, with `train_teacher`: TeacherTrainConfig fields, e.g. "
+                        "`teacher_training.model.num_layers`, `teacher_training.optim.epochs`.",
+}
+
+# DistillConfig / TeacherTrainConfig fields owned by a simple key (nested path -> simple key).
+DISTILL_OWNED = {
+    "loss.keep_ratio": "keep_ratio",
+    "student.epochs": "epochs",
+    "probe.epochs": "probe_epochs",
+    "student.batch_size": "batch_size",
+    "probe.batch_size": "batch_size",
+    "device": "device",
+}
+TEACHER_OWNED = {"optim.batch_size": "batch_size", "device": "device"}
+
+
+@dataclass
+class DistillJobConfig:
+    """Everything a distillation job needs; ``FIELD_HELP`` documents each key (the README table)."""
+
+    bags: str | list[str] = ""
+    dataset: str = ""
+    image_topic: str = "/camera/image_raw"
+    instruction_topic: str = ""
+    instruction: str = ""
+    action_topic: str = "/teleop/ee_action"
+    action_source: str = "ee"
+    gripper_topic: str = ""
+    gripper_joint: str = ""
+    control_rate_hz: float = 10.0
+    max_gap_s: float = 0.5
+    min_episode_steps: int = 10
+    image_size: int = 0
+    teacher: str = ""
+    train_teacher: bool = False
+    keep_ratio: float = 0.45
+    epochs: int = 15
+    probe_epochs: int = 5
+    batch_size: int = 32
+    device: str = "auto"
+    threads: int = 0
+    output_dir: str = ""
+    report_eval_samples: int = 200
+    report_latency_iters: int = 20
+    distill: dict[str, Any] = field(default_factory=dict)
+    teacher_training: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        bags = self.bag_list
+        if bool(bags) == bool(self.dataset.strip()):
+            raise ConfigError("set exactly one of `bags` (rosbags to ingest) and `dataset` (an ingested dataset)")
+        if not self.output_dir.strip():
+            raise ConfigError("output_dir: required (where the dataset, checkpoints and report go)")
+        if bags:
+            if bool(self.instruction_topic.strip()) == bool(self.instruction.strip()):
+                raise ConfigError("set exactly one of `instruction_topic` and `instruction`")
+            if self.action_source not in ACTION_SOURCES:
+                raise ConfigError(f"action_source: {self.action_source!r}, expected one of {', '.join(ACTION_SOURCES)}")
+            if self.gripper_topic.strip() and self.action_source == "ee":
+                raise ConfigError("gripper_topic: not used with action_source 'ee' (the gripper is in the message)")
+        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
+            raise ConfigError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        if self.image_size < 0:
+            raise ConfigError(f"image_size must be >= 0 (0 = the teacher's), got {self.image_size}")
+        if self.train_teacher and self.teacher.strip():
+            raise ConfigError("teacher: leave empty with train_teacher: true (the teacher is trained into "
+                              "output_dir/teacher)")
+        if self.teacher_training and not self.train_teacher:
+            raise ConfigError("teacher_training.*: only used with train_teacher: true")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
+        for name in ("epochs", "probe_epochs", "batch_size", "report_latency_iters"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.report_eval_samples < 0:
+            raise ConfigError(f"report_eval_samples must be >= 0 (0 = all held-out samples), "
+                              f"got {self.report_eval_samples}")
+        self.distill_config()  # unknown/owned nested keys and bad values fail now, not hours later
+        if self.train_teacher:
+            self.teacher_train_config()
+
+    # --------------------------------------------------------------------------- mappings
+
+    @property
+    def bag_list(self) -> list[str]:
+        bags = [self.bags] if isinstance(self.bags, str) else list(self.bags)
+        return [b for b in bags if b.strip()]
+
+    def distill_config(self) -> DistillConfig:
+        _reject_owned("distill", self.distill, DISTILL_OWNED)
+        simple = {
+            "loss": {"keep_ratio": self.keep_ratio},
+            "student": {"epochs": self.epochs, "batch_size": self.batch_size},
+            "probe": {"epochs": self.probe_epochs, "batch_size": self.batch_size},
+            "device": self.device,
+        }
+        # on top of DistillConfig's own defaults (probe and student have different optimiser defaults)
+        data = deep_merge(to_dict(DistillConfig()), _nested(self.distill, "distill"))
+        return from_dict(DistillConfig, deep_merge(data, simple), prefix="distill.")
+
+    def teacher_train_config(self) -> TeacherTrainConfig:
+        _reject_owned("teacher_training", self.teacher_training, TEACHER_OWNED)
+        simple = {"optim": {"batch_size": self.batch_size}, "device": self.device}
+        data = deep_merge(to_dict(TeacherTrainConfig()), _nested(self.teacher_training, "teacher_training"))
+        return from_dict(TeacherTrainConfig, deep_merge(data, simple), prefix="teacher_training.")
+
+    def ingest_config(self, image_size: int, cache_dir: str | Path | None = None) -> IngestConfig:
+        """The IngestConfig of these bags; ``image_size``: the teacher's (when ``image_size`` is 0)."""
+        size = self.image_size or image_size
+        try:
+            return IngestConfig(
+                bags=[Path(b).expanduser() for b in self.bag_list],
+                image_topic=self.image_topic,
+                action_topic=self.action_topic,
+                action_source=self.action_source,  # type: ignore[arg-type]
+                instruction_topic=self.instruction_topic.strip() or None,
+                instruction=self.instruction.strip() or None,
+                gripper_topic=self.gripper_topic.strip() or None,
+                gripper_joint=self.gripper_joint.strip() or None,
+                control_rate_hz=self.control_rate_hz,
+                image_size=(size, size),
+                max_gap_s=self.max_gap_s,
+                min_episode_steps=self.min_episode_steps,
+                cache_dir=cache_dir,
+            )
+        except IngestError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def _nested(data: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    return unflatten(data)
+
+
+def _reject_owned(where: str, data: dict[str, Any], owned: dict[str, str]) -> None:
+    flat = flatten(_nested(data, where))
+    for path, simple in owned.items():
+        if path in flat:
+            raise ConfigError(f"{where}.{path}: set the top-level key `{simple}` instead")
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}`` (what ROS makes of nested parameters)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys -> nested mappings, merged with nested mappings already there."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = unflatten(value)
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is both a value and a mapping")
+            node = child
+        last = parts[-1]
+        if isinstance(node.get(last), dict) and isinstance(value, dict):
+            node[last] = deep_merge(node[last], value)
+        else:
+            node[last] = value
+    return out
+
+
+def ros_parameters(data: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a ROS 2 params file (all ``<node>: ros__parameters:`` sections merged in
+    file order), or ``data`` itself when it is a plain mapping."""
+    sections = [v for v in data.values() if isinstance(v, dict) and "ros__parameters" in v]
+    if not sections:
+        return data
+    if len(sections) != len(data):
+        extra = [k for k, v in data.items() if not (isinstance(v, dict) and "ros__parameters" in v)]
+        raise ConfigError(f"mixes a ROS parameters file with plain keys {extra}")
+    merged: dict[str, Any] = {}
+    for section in sections:
+        params = section["ros__parameters"] or {}
+        if not isinstance(params, dict):
+            raise ConfigError("ros__parameters: expected a mapping")
+        merged = deep_merge(merged, unflatten(params))
+    return merged
+
+
+def config_from_mapping(data: dict[str, Any]) -> DistillJobConfig:
+    """Build and validate a DistillJobConfig from a (possibly dotted / ROS-wrapped) mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a distill config must be a mapping, got {type(data).__name__}")
+    return from_dict(DistillJobConfig, unflatten(ros_parameters(data)))
+
+
+def load_distill_job_config(path: str | Path | None, overrides: list[str] | None = None) -> DistillJobConfig:
+    """Config from a YAML file (plain or ROS params format; None = defaults only) plus ``key=value``
+    overrides (``--set``). Raises ConfigError naming the key on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = unflatten(ros_parameters(loaded))
+    if overrides:
+        data = deep_merge(data, unflatten(parse_overrides(overrides)))
+    return config_from_mapping(data)
+
+
+def field_docs() -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) of every key: the README table and the node's parameters."""
+    out = []
+    for f in dataclasses.fields(DistillJobConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        out.append((f.name, str(f.type), default, FIELD_HELP[f.name]))
+    return out
+
+
+def markdown_table() -> str:
+    """The README table of the keys."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, typ, default, text in field_docs():
+        shown = "`{}`" if isinstance(default, dict) else f"`{default!r}`" if isinstance(default, str) else (
+            f"`{str(default).lower() if isinstance(default, bool) else default}`")
+        escaped = typ.replace("|", "\\|")
+        lines.append(f"| `{name}` | {escaped} | {shown} | {text} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes on top of the ROS-free ``core`` and ``control`` packages."""
