@@ -9,6 +9,7 @@ that names the problem.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -167,6 +168,15 @@ def load_student(directory: str | Path) -> RoutedStudent:
     except ValueError as exc:
         raise CheckpointError(f"{directory}: bad inference settings: {exc}") from exc
     return student.eval()
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """Content hash of a checkpoint's weights: provenance that holds on any machine (unlike a path)."""
+    digest = hashlib.sha256()
+    with (Path(directory) / WEIGHTS_FILE).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_checkpoint_info(directory: str | Path) -> dict:

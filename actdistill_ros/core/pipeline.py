@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_teacher, save_student, save_teacher
+from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
 from .config import DistillConfig, TeacherTrainConfig, to_dict
 from .dataset import EpisodeDataset
 from .device import resolve_device
@@ -50,6 +50,13 @@ def _split(dataset_dir: str | Path, held_out_fraction: float, teacher,
     return build_tensor_data(train, teacher), build_tensor_data(held_out, teacher, id_offset=n_train)
 
 
+def _dataset_provenance(dataset_dir: str | Path) -> dict:
+    """What a checkpoint records about its data: no absolute paths (they are machine-specific)."""
+    meta = EpisodeDataset.load(dataset_dir).meta
+    return {"name": Path(dataset_dir).name, "episodes": meta.get("num_episodes"), "steps": meta.get("num_steps"),
+            "source": meta.get("source", "")}
+
+
 def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: TeacherTrainConfig,
                          stop_after: int | None = None) -> Path:
     """-> the teacher checkpoint directory ``out_dir/teacher``."""
@@ -69,8 +76,8 @@ def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: Teac
     if not result.finished:
         return teacher_dir
     metrics = evaluate(teacher, held_out, routed=False)
-    save_teacher(teacher.cpu(), teacher_dir, extra={"training": {"config": to_dict(cfg), "held_out": metrics,
-                                                                   "dataset": str(dataset_dir)}})
+    save_teacher(teacher.cpu(), teacher_dir, extra={"training": {
+        "config": to_dict(cfg), "held_out": metrics, "dataset": _dataset_provenance(dataset_dir)}})
     mark_done(run_dir, "teacher", {"steps": result.steps, "held_out": metrics})
     return teacher_dir
 
@@ -138,7 +145,8 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         "train_samples": len(train),
     }
     save_student(student.cpu(), student_dir, extra={"distillation": {
-        "teacher": str(teacher_dir), "config": to_dict(cfg), "held_out": metrics}})
+        "teacher_sha256": weights_sha256(teacher_dir), "dataset": _dataset_provenance(dataset_dir),
+        "config": to_dict(cfg), "held_out": metrics}})
     (out_dir / "distill_metrics.json").write_text(json.dumps(metrics, indent=2))
     notify("export", {"student": str(student_dir), **metrics})
     return DistillResult(student_dir, metrics)
