@@ -1,0 +1,267 @@
+"""End-to-end latency of the policy node over DDS, against the bare forward pass.
+
+    .venv/bin/python benchmarks/policy_node_latency.py [--checkpoint DIR | --random default] [--device cpu]
+        [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224] [--json out.json]
+
+1. Bare forward: ``RoutedPolicy.load(...)`` in this process, ``act()`` on the same kind of
+   images the node will get (timed with perf_counter around the call), once before and once
+   after the node phase; the faster of the two medians is the reference.
+2. The node: ``python -m actdistill_ros.nodes.policy_node`` in its own process (unique
+   namespace, ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), started in AUTONOMY with no ramp.
+   This process publishes ``size x size`` rgb8 images at ``--image-rate`` Hz, each stamped
+   with the ROS time of publication, and records when each action arrives. The node stamps
+   every POLICY action with the header stamp of the image it was computed from, so
+
+       e2e latency(image) = arrival of the first action carrying its stamp - its publication,
+
+   which includes DDS transport both ways, decoding, waiting for the worker, the forward
+   pass, and waiting for the next control tick (on average half a control period).
+   ``overhead = e2e - forward`` (medians). The control rate and period jitter come from the
+   arrival times of all actions (|interval - period|, p99).
+
+Runs on CPU (2 cores: expect scheduler noise) and CUDA alike; both phases run one after
+the other, never concurrently, so they do not compete for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "test"))  # policy_node_helpers: node subprocess + client
+
+from policy_node_helpers import Client, NodeProcess, image_msg, make_tiny_checkpoint, stamp_to_ns  # noqa: E402
+
+INSTRUCTION = "pick up the red block"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "median": pct(values, 50),
+        "p99": pct(values, 99),
+        "mean": float(statistics.fmean(values)) if values else float("nan"),
+        "max": max(values) if values else float("nan"),
+    }
+
+
+def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterations: int, threads: int | None) -> dict:
+    import torch
+
+    from actdistill_ros.core.policy import RoutedPolicy
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    policy = RoutedPolicy.load(checkpoint or None, device=device)
+    policy.warmup(5)
+    wall, reported, layers = [], [], []
+    for i in range(iterations):
+        t0 = time.perf_counter()
+        out = policy.act(images[i % len(images)], INSTRUCTION)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        reported.append(out.latency_ms)
+        layers.append(out.layers_executed)
+    info = {
+        "device": str(policy.device),
+        "image_size": list(policy.image_size),
+        "chunk_size": policy.chunk_size,
+        "layers_total": policy.layers_total,
+        "layers_executed_mean": float(np.mean(layers)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    del policy
+    return {"wall_ms": summary(wall), "reported_ms": summary(reported), "info": info}
+
+
+def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    domain_id = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
+    ns = f"/bench_{os.getpid()}"
+    client = Client(ns, domain_id, name="latency_bench")
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    client.node.create_publisher(String, "instruction", latched).publish(String(data=INSTRUCTION))
+    params = {
+        "checkpoint": checkpoint,
+        "device": args.device,
+        "control_rate_hz": float(args.control_rate),
+        "image_timeout_s": 1.0,
+        "instruction_timeout_s": 3600.0,
+        "initial_mode": "autonomy",
+        "ramp_s": 0.0,
+        "warmup_iterations": 5,
+    }
+    if checkpoint == "":
+        params.pop("checkpoint")
+    node = NodeProcess(params, ns, domain_id, torch_threads=args.torch_threads)  # as in the bare pass
+    published: dict[int, float] = {}
+    try:
+        client.spin_until(lambda: client.statuses or not node.alive(), 120.0, "node start-up")
+        if not node.alive():
+            raise RuntimeError(f"node exited at start-up:\n{node.output()}")
+        msgs = [image_msg(img) for img in images]
+        counter = {"i": 0}
+
+        def publish():
+            msg = msgs[counter["i"] % len(msgs)]
+            counter["i"] += 1
+            msg.header.stamp = client.node.get_clock().now().to_msg()
+            client.image_pub.publish(msg)
+            published[stamp_to_ns(msg.header.stamp)] = time.monotonic()
+
+        timer = client.node.create_timer(1.0 / args.image_rate, publish)
+        client.spin_for(args.settle)  # first inferences, JIT/caches, discovery
+        t_start = time.monotonic()
+        n_actions_before = len(client.actions)
+        n_status_before = len(client.statuses)
+        client.spin_for(args.duration)
+        t_end = time.monotonic()
+        client.node.destroy_timer(timer)
+    finally:
+        client.close()
+        rc = node.stop()
+    log = node.output()
+    if rc not in (0, None):
+        raise RuntimeError(f"node exit status {rc}:\n{log}")
+
+    actions = client.actions[n_actions_before:]
+    arrivals = [t for t, _ in actions if t_start <= t <= t_end]
+    first_arrival: dict[int, float] = {}
+    sources: dict[int, int] = {}
+    for t, msg in actions:
+        sources[msg.source] = sources.get(msg.source, 0) + 1
+        ns_stamp = stamp_to_ns(msg.header.stamp)
+        if ns_stamp in published and ns_stamp not in first_arrival:
+            first_arrival[ns_stamp] = t
+    e2e = [(first_arrival[s] - published[s]) * 1e3 for s in first_arrival if t_start <= published[s] <= t_end]
+    images_in_window = sum(1 for t in published.values() if t_start <= t <= t_end)
+    intervals = np.diff(arrivals) if len(arrivals) > 1 else np.array([])
+    period = 1.0 / args.control_rate
+    jitter_ms = (np.abs(intervals - period) * 1e3).tolist()
+    node_inference = [
+        m.inference_latency_ms for _, m in client.statuses[n_status_before:] if m.inference_latency_ms > 0
+    ]
+    alarms = [m.alarm_reason for _, m in client.statuses[n_status_before:] if m.alarm]
+    return {
+        "e2e_ms": summary(e2e),
+        "images_published": images_in_window,
+        "images_acted_on": len(e2e),
+        "control_target_hz": float(args.control_rate),
+        "control_achieved_hz": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0,
+        "period_jitter_ms": summary(jitter_ms),
+        "node_inference_ms": summary(node_inference),
+        "action_sources": {str(k): v for k, v in sorted(sources.items())},
+        "alarms": len(alarms),
+        "alarm_examples": sorted(set(alarms))[:3],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="", help="student checkpoint ('' = the shipped default)")
+    parser.add_argument(
+        "--random",
+        metavar="PRESET",
+        default=None,
+        choices=("test", "default"),
+        help="use a freshly made random student of this TinyVLA preset instead of a checkpoint",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--duration", type=float, default=20.0, help="measurement window [s]")
+    parser.add_argument("--settle", type=float, default=3.0, help="streaming before the window [s]")
+    parser.add_argument("--image-rate", type=float, default=10.0, help="[Hz]")
+    parser.add_argument("--control-rate", type=float, default=10.0, help="node control_rate_hz [Hz]")
+    parser.add_argument("--size", type=int, default=224, help="published image height and width [px]")
+    parser.add_argument("--forward-iterations", type=int, default=100)
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, both phases")
+    parser.add_argument("--domain-id", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    checkpoint = args.checkpoint
+    if args.random:
+        directory = Path(tempfile.mkdtemp(prefix="bench_student_")) / args.random
+        checkpoint = str(make_tiny_checkpoint(directory, preset=args.random))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, size=(args.size, args.size, 3), dtype=np.uint8) for _ in range(8)]
+
+    # bare forward before and after the node phase: on a shared machine the two can differ;
+    # the overhead is computed against the faster one (the conservative choice)
+    before = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads)
+    node = run_node(args, checkpoint, images)
+    after = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads)
+    forward = min(before, after, key=lambda r: r["wall_ms"]["median"])
+    forward = {**forward, "before_ms": before["wall_ms"], "after_ms": after["wall_ms"]}
+    overhead = node["e2e_ms"]["median"] - forward["wall_ms"]["median"]
+    result = {
+        "checkpoint": checkpoint or "<shipped default>",
+        "platform": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "image": {"size": args.size, "encoding": "rgb8", "rate_hz": args.image_rate},
+        "forward": forward,
+        "node": node,
+        "overhead_ms_median": overhead,
+        "overhead_ms_p99": node["e2e_ms"]["p99"] - forward["wall_ms"]["p99"],
+        "expected_tick_wait_ms": 0.5e3 / args.control_rate,
+    }
+
+    f, n = forward["wall_ms"], node
+    rows = [
+        ("bare policy.act() [ms]", f"{f['median']:.2f}", f"{f['p99']:.2f}"),
+        ("  (before / after) [ms]", f"{forward['before_ms']['median']:.1f}/{forward['after_ms']['median']:.1f}", ""),
+        (
+            "forward inside node [ms]",
+            f"{n['node_inference_ms']['median']:.2f}",
+            f"{n['node_inference_ms']['p99']:.2f}",
+        ),
+        ("e2e image -> action [ms]", f"{n['e2e_ms']['median']:.2f}", f"{n['e2e_ms']['p99']:.2f}"),
+        ("overhead e2e - forward [ms]", f"{overhead:.2f}", f"{result['overhead_ms_p99']:.2f}"),
+        (
+            "control period jitter [ms]",
+            f"{n['period_jitter_ms']['median']:.2f}",
+            f"{n['period_jitter_ms']['p99']:.2f}",
+        ),
+    ]
+    print(
+        f"\npolicy node latency: {forward['info']['device']}, {args.size}x{args.size} rgb8 at "
+        f"{args.image_rate:g} Hz, control {args.control_rate:g} Hz, {args.duration:g} s window"
+    )
+    print(f"{'':32s}{'median':>10s}{'p99':>10s}")
+    for name, med, p99 in rows:
+        print(f"{name:32s}{med:>10s}{p99:>10s}")
+    print(f"control rate achieved: {n['control_achieved_hz']:.2f} Hz (target {args.control_rate:g})")
+    print(f"images acted on: {n['images_acted_on']}/{n['images_published']} (newest frame only)")
+    print(
+        f"expected wait for the next tick: ~{result['expected_tick_wait_ms']:.0f} ms on average; "
+        f"alarms during the window: {n['alarms']}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

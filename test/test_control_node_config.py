@@ -1,0 +1,101 @@
+"""The policy node's parameter table and start-up validation (ROS-free), and config/policy.yaml."""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actdistill_ros.control.handoff import Mode
+from actdistill_ros.control.node_config import PARAMS, SPECS, ConfigError, validate_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def defaults(**overrides):
+    values = {spec.name: spec.default for spec in PARAMS}
+    values.update(overrides)
+    return values
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_defaults_are_valid():
+    cfg = validate_config(defaults())
+    assert cfg.control_rate_hz == 10.0 and math.isclose(cfg.period_s, 0.1)
+    assert cfg.initial_mode is Mode.TELEOP
+    assert cfg.limits.max_linear_step == 0.02 and cfg.limits.gripper_max == 1.0
+    assert cfg.max_layers == 0 and cfg.threshold == 0.0
+
+
+def test_yaml_matches_parameter_table():
+    data = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())
+    params = flatten(data["/**"]["ros__parameters"])
+    assert set(params) == set(SPECS)
+    for name, value in params.items():
+        assert value == SPECS[name].default, name
+        assert type(value) is type(SPECS[name].default), name  # 10.0 not 10: typed parameters
+    validate_config(params)
+
+
+def test_every_parameter_commented_in_yaml():
+    lines = (REPO / "config" / "policy.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and ":" in stripped and not stripped.endswith(":"):
+            # the line above a parameter is a comment (the gripper pair shares one)
+            assert lines[i - 1].strip().startswith("#") or "gripper_max" in stripped, line
+
+
+def test_ints_accepted_for_floats():
+    cfg = validate_config(defaults(control_rate_hz=20, ramp_s=0))
+    assert cfg.control_rate_hz == 20.0 and isinstance(cfg.control_rate_hz, float)
+    assert validate_config(defaults(max_layers=3.0)).max_layers == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"device": "cuda:x"}, "unknown device"),
+        ({"dtype": "int8"}, "unknown dtype 'int8'"),
+        ({"control_rate_hz": 0.0}, "'control_rate_hz' must be > 0"),
+        ({"control_rate_hz": -5.0}, "'control_rate_hz' must be > 0"),
+        ({"image_timeout_s": 0.0}, "'image_timeout_s' must be > 0"),
+        ({"teleop_timeout_s": -1.0}, "'teleop_timeout_s' must be > 0"),
+        ({"instruction_timeout_s": math.nan}, "'instruction_timeout_s' must be finite"),
+        ({"limits.max_linear_step": -0.01}, "'limits.max_linear_step' must be >= 0"),
+        ({"limits.gripper_min": 0.9, "limits.gripper_max": 0.1}, "gripper_min (0.9) must be <= gripper_max"),
+        ({"deadband": -0.1}, "'deadband' must be >= 0"),
+        ({"max_layers": -1}, "'max_layers' must be >= 0"),
+        ({"max_layers": 1.5}, "'max_layers' must be an integer"),
+        ({"threshold": 1.0}, "'threshold' must be in (0, 1)"),
+        ({"servo_scale": 0.0}, "'servo_scale' must be > 0"),
+        ({"initial_mode": "auto"}, "unknown mode 'auto'"),
+        ({"control_rate_hz": "fast"}, "'control_rate_hz' must be a number"),
+        ({"warmup_iterations": True}, "'warmup_iterations' must be an integer"),
+    ],
+)
+def test_invalid_values(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        validate_config(defaults(**overrides))
+    assert message in str(info.value)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate_config(defaults(device="tpu", control_rate_hz=-1.0, ramp_s=-2.0))
+    text = str(info.value)
+    assert "device" in text and "control_rate_hz" in text and "ramp_s" in text
+
+
+def test_runtime_parameters_are_the_budget_only():
+    assert {s.name for s in PARAMS if s.runtime} == {"max_layers", "threshold"}
