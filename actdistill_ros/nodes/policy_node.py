@@ -127,6 +127,7 @@ class PolicyNode(Node):
         self._dropped_images = 0
         self._inference_error: str | None = None
         self._last_output: Any = None
+        self._last_prediction_stamps: tuple[Any, Any] | None = None  # (image stamp, ready time)
         self._chunk_pending: tuple[np.ndarray, Any] | None = None
         self._executor = ChunkExecutor(self.cfg.temporal_ensemble, self.cfg.ensemble_k)
         self._handoff = HandoffController(HandoffConfig(self.cfg.deadband, self.cfg.ramp_s), self.cfg.initial_mode)
@@ -416,9 +417,11 @@ class PolicyNode(Node):
                     self._executor.reset()
                 self.get_logger().error(message, throttle_duration_sec=2.0)
                 continue
+            ready = self.get_clock().now().to_msg()
             with self._lock:
                 self._inference_error = None
                 self._last_output = out
+                self._last_prediction_stamps = (frame.stamp, ready)
                 self._chunk_pending = (out.actions, frame.stamp)
 
     # == control loop =============================================================================
@@ -496,6 +499,7 @@ class PolicyNode(Node):
                 alarm_reason = "non-finite command replaced by stop"
             self._last_gripper = float(safe.command[6])
             out = self._last_output
+            prediction_stamps = self._last_prediction_stamps
             ages = (
                 self._age(self._image_received, now),
                 self._age(self._instruction_received, now),
@@ -549,6 +553,7 @@ class PolicyNode(Node):
             status.layers_executed = int(out.layers_executed)
             status.layers_total = int(out.layers_total)
             status.flops_ratio = float(out.flops_ratio)
+            status.prediction_image_stamp, status.prediction_ready_stamp = prediction_stamps
         else:
             status.layers_total = int(self.policy.layers_total)
         status.image_age_s, status.instruction_age_s, status.teleop_age_s = (float(a) for a in ages)
