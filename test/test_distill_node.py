@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_distill_job import build_demo, check_student_acts, job_mapping, metric_steps, stage2_total
 
 from actdistill_ros.distill_job import DistillJobConfig, config_from_mapping
 
 from conftest import spin_until
+from launch_helpers import declared_launch_arguments
+from test_distill_job import build_demo, check_student_acts, job_mapping, metric_steps, stage2_total
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / "launch" / "distill.launch.py"
@@ -37,18 +38,8 @@ def test_launch_file_compiles(tmp_path):
 
 
 def test_launch_file_declares_its_arguments():
-    tree = ast.parse(LAUNCH_FILE.read_text())
-    declared = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
-            first = node.args[0]
-            assert isinstance(first, ast.Constant)
-            declared.add(first.value)
-            assert any(kw.arg == "description" for kw in node.keywords), first.value
-            assert any(kw.arg == "default_value" for kw in node.keywords), first.value
+    declared, tree = declared_launch_arguments(LAUNCH_FILE)
     assert declared == EXPECTED_ARGS
-    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "generate_launch_description" in functions
     text = LAUNCH_FILE.read_text()
     assert 'executable="distill_node"' in text and '"distill.yaml"' in text
     overrides = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "OVERRIDES")

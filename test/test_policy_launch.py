@@ -2,12 +2,13 @@
 its launch arguments are checked with ``ast``, and its node set-up runs against stand-ins of the
 few launch APIs it uses (restored after the test)."""
 
-import ast
 import importlib.util
 import py_compile
 import sys
 import types
 from pathlib import Path
+
+from launch_helpers import declared_launch_arguments
 
 LAUNCH_FILE = Path(__file__).resolve().parent.parent / "launch" / "policy.launch.py"
 EXPECTED_ARGS = {
@@ -27,18 +28,8 @@ def test_compiles(tmp_path):
 
 
 def test_declares_launch_arguments():
-    tree = ast.parse(LAUNCH_FILE.read_text())
-    declared = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
-            first = node.args[0]
-            assert isinstance(first, ast.Constant)
-            declared.add(first.value)
-            assert any(kw.arg == "description" for kw in node.keywords), first.value
-            assert any(kw.arg == "default_value" for kw in node.keywords), first.value
+    declared, _ = declared_launch_arguments(LAUNCH_FILE)
     assert declared == EXPECTED_ARGS
-    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "generate_launch_description" in names
 
 
 class _Recorder:
