@@ -18,7 +18,7 @@ from .checkpoint import load_student, load_teacher
 from .config import to_dict
 from .dataset import EpisodeDataset
 from .device import resolve_device, resolve_dtype
-from .flops import component_flops, count_flops, routed_flops_ratio
+from .flops import component_flops, count_flops
 from .training import TensorData, agreement, build_tensor_data, evaluate
 
 
@@ -83,20 +83,26 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
     data, data_note = held_out_data(dataset_dir, teacher, cfg.held_out_fraction, cfg.eval_samples)
     singles = [{k: v[i:i + 1].to(device) for k, v in data.inputs.items()} for i in range(min(len(data), 64))]
 
-    # FLOPs: counted by running each model on the same batch-1 inputs
+    # FLOPs: counted by running each model on the same batch-1 inputs (a sample of them), and
+    # per component (embed, router, each layer, head), which with the per-layer execution
+    # frequency over *all* evaluated samples gives the student's mean exactly (it is linear)
     n_flops = min(cfg.flops_samples, len(singles))
     teacher_flops = statistics.mean(count_flops(lambda s=s: teacher(s)) for s in singles[:n_flops])
-    student_flops = statistics.mean(count_flops(lambda s=s: student.forward_routed(s)) for s in singles[:n_flops])
+    student_flops_sampled = statistics.mean(count_flops(lambda s=s: student.forward_routed(s))
+                                            for s in singles[:n_flops])
+    components = component_flops(teacher, singles[0], student)
 
     latency = _interleaved_latency({"teacher": teacher, "student": student.forward_routed}, singles,
                                    cfg.warmup, cfg.latency_iters, device)
     teacher_eval = evaluate(teacher, data, routed=False)
     student_eval = evaluate(student, data, routed=True)
+    student_flops = mean_routed_flops(components, student_eval["layer_frequency"])
     result = {
         "teacher": {"flops": teacher_flops, "latency_ms": latency["teacher"],
                     "action_mse": teacher_eval["action_mse"]},
         "student": {
             "flops": student_flops,
+            "flops_counted_on_sample": student_flops_sampled,
             "latency_ms": latency["student"],
             "action_mse": student_eval["action_mse"],
             "action_vs_teacher_mse": agreement(student, teacher, data),
@@ -107,7 +113,8 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
         "action_error_ratio": student_eval["action_mse"] / max(teacher_eval["action_mse"], 1e-12),
         "executed_layer_fraction": student_eval["executed_layer_fraction"],
         "layer_frequency": student_eval["layer_frequency"],
-        "curve": keep_ratio_curve(teacher, student, data, singles, cfg, device, teacher_eval["action_mse"]),
+        "curve": keep_ratio_curve(teacher, student, data, singles, cfg, device, teacher_eval["action_mse"],
+                                  components),
         "config": {
             **to_dict(cfg),
             "teacher_dir": str(teacher_dir),
@@ -127,19 +134,22 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
     return result
 
 
-def keep_ratio_curve(teacher, student, data, singles, cfg: BenchConfig, device, teacher_mse: float) -> list[dict]:
+def mean_routed_flops(components: dict, layer_frequency: list[float]) -> float:
+    """Mean student FLOPs per pass from per-component counts and per-layer execution frequency."""
+    fixed = components["embed"] + components["router"] + components["head"]
+    return fixed + sum(f * freq for f, freq in zip(components["layers"], layer_frequency, strict=True))
+
+
+def keep_ratio_curve(teacher, student, data, singles, cfg: BenchConfig, device, teacher_mse: float,
+                     components: dict) -> list[dict]:
     """Paper Figure 3: accuracy vs compute when the run-time cap ``max_layers`` varies."""
-    components = component_flops(teacher, singles[0], student)
     saved = (student.max_layers, student.threshold)
     curve = []
     try:
         for cap in range(1, student.num_layers + 1):
             student.set_budget(max_layers=cap)
             ev = evaluate(student, data, routed=True)
-            executed_rows = []
-            for s in singles[: cfg.flops_samples]:
-                executed_rows.append(student.forward_routed(s).executed[0].cpu().tolist())
-            ratio = statistics.mean(routed_flops_ratio(components, row) for row in executed_rows)
+            ratio = mean_routed_flops(components, ev["layer_frequency"]) / components["teacher_total"]
             # teacher timed again beside each cap: ratios from the same moments are robust to drift
             lat = _interleaved_latency({"teacher": teacher, "student": student.forward_routed}, singles, 2,
                                        cfg.curve_latency_iters, device)
