@@ -52,7 +52,7 @@ def _split(dataset_dir: str | Path, held_out_fraction: float, teacher,
 
 def _dataset_provenance(dataset_dir: str | Path) -> dict:
     """What a checkpoint records about its data: no absolute paths (they are machine-specific)."""
-    meta = EpisodeDataset.load(dataset_dir).meta
+    meta = json.loads((Path(dataset_dir) / "dataset.json").read_text())  # the index only, not the episodes
     return {"name": Path(dataset_dir).name, "episodes": meta.get("num_episodes"), "steps": meta.get("num_steps"),
             "source": meta.get("source", "")}
 
