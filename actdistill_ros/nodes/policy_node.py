@@ -52,7 +52,6 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -136,41 +135,12 @@ class PolicyNode(Node):
         self._rate_window_s = max(1.0, 3.0 * self.cfg.period_s)
 
         # -- ROS interfaces ------------------------------------------------------------------
-        self._timer_group = MutuallyExclusiveCallbackGroup()
-        self._image_group = MutuallyExclusiveCallbackGroup()
-        self._command_group = MutuallyExclusiveCallbackGroup()
-        sensor_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=1,
-            reliability=ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
-        latched_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        volatile_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.VOLATILE,
-        )
-        transitions_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=10,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        self.create_subscription(Image, "image", self._on_image, sensor_qos, callback_group=self._image_group)
-        self.create_subscription(
-            CompressedImage,
-            "image/compressed",
-            self._on_compressed,
-            sensor_qos,
-            callback_group=self._image_group,
-        )
+        sensor_qos = _qos(depth=1, reliable=False, latched=False)
+        latched_qos = _qos(depth=1, reliable=True, latched=True)
+        volatile_qos = _qos(depth=1, reliable=True, latched=False)
+        transitions_qos = _qos(depth=10, reliable=True, latched=True)
+        self.create_subscription(Image, "image", self._on_image, sensor_qos)
+        self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, sensor_qos)
         # Two subscriptions on `instruction`: a transient-local one receives the latched message of a
         # transient-local publisher that started earlier, but DDS does not match it with a volatile
         # publisher (e.g. plain `ros2 topic pub`); the volatile one covers those. A transient-local
@@ -183,14 +153,11 @@ class PolicyNode(Node):
             "instruction",
             self._on_instruction,
             latched_qos,
-            callback_group=self._command_group,
             event_callbacks=latched_events,
         )
-        self.create_subscription(
-            String, "instruction", self._on_instruction, volatile_qos, callback_group=self._command_group
-        )
-        self.create_subscription(TwistStamped, "teleop/twist", self._on_twist, 10, callback_group=self._command_group)
-        self.create_subscription(Float64, "teleop/gripper", self._on_gripper, 10, callback_group=self._command_group)
+        self.create_subscription(String, "instruction", self._on_instruction, volatile_qos)
+        self.create_subscription(TwistStamped, "teleop/twist", self._on_twist, 10)
+        self.create_subscription(Float64, "teleop/gripper", self._on_gripper, 10)
         self._action_pub = self.create_publisher(EndEffectorAction, "action", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "status", 10)
         self._transition_pub = self.create_publisher(ModeTransition, "mode_transitions", transitions_qos)
@@ -198,12 +165,12 @@ class PolicyNode(Node):
         if self.cfg.publish_servo_twist:
             self._servo_pub = self.create_publisher(TwistStamped, "servo/delta_twist_cmds", 10)
             self._gripper_pub = self.create_publisher(Float64, "gripper_command", 10)
-        self.create_service(SetMode, "set_mode", self._on_set_mode, callback_group=self._command_group)
+        self.create_service(SetMode, "set_mode", self._on_set_mode)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._worker.start()
-        self._timer = self.create_timer(self.cfg.period_s, self._on_tick, callback_group=self._timer_group)
+        self._timer = self.create_timer(self.cfg.period_s, self._on_tick)
         p = self.policy
         self.get_logger().info(
             f"ready: device {p.device}, image {p.image_size}, chunk {p.chunk_size}, {p.layers_total} layers, "
@@ -570,6 +537,15 @@ class PolicyNode(Node):
             self._stopping = True
             self._mailbox.notify_all()
         self._worker.join(timeout=5.0)
+
+
+def _qos(depth: int, reliable: bool, latched: bool) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
 
 
 def _make_executor():
