@@ -41,6 +41,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
+        shorthand = getattr(annotation, "from_shorthand", None)
+        if isinstance(value, str) and callable(shorthand):
+            return shorthand(value, key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return from_dict(annotation, value, prefix=f"{key}.")
@@ -142,6 +145,62 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be > 0, got {value}")
 
 
+ACTION_HEAD_KINDS = ("regression", "tokens", "flow")
+
+
+@dataclass
+class ActionHeadConfig:
+    """The action head on top of the decoder stack (any VLATeacher can use any kind).
+
+    ``regression``: attention pooling + MLP -> the whole chunk at once, MSE task loss (the
+    original head; checkpoints without this key are regression). ``tokens``: every action
+    dimension of every chunk step discretised into ``bins`` uniform bins over
+    [-token_range, token_range] (normalised units), decoded autoregressively by a small causal
+    decoder that cross-attends to the backbone states; cross-entropy task loss, greedy decoding.
+    ``flow``: a conditional velocity field on noisy chunks (pi0 / CogACT style), flow-matching
+    task loss, ``flow_steps`` Euler steps from noise at inference.
+    """
+
+    kind: str = "regression"  # regression | tokens | flow
+    width: int = 128  # tokens/flow: decoder width
+    layers: int = 2  # tokens/flow: decoder blocks (self-attention + cross-attention + MLP)
+    heads: int = 4  # tokens/flow: attention heads
+    bins: int = 256  # tokens: bins per action dimension
+    token_range: float = 3.0  # tokens: bins cover [-r, r] normalised units (values outside are clamped)
+    flow_steps: int = 10  # flow: Euler steps at inference
+    flow_noise_seed: int | None = 0  # flow: seed of the initial noise at inference (null: fresh noise per call)
+    flow_loss_repeats: int = 1  # flow: noise/time draws per sample and training step (CogACT repeats 8x)
+    # regression: > 0 also feeds the MLP every vision token's final state, projected to this width
+    # and flattened in image order. Pooling alone discards where things are in the image, and
+    # a reaching policy needs exactly that; 0 = pooling only (the original head).
+    spatial_dim: int = 0
+
+    @classmethod
+    def from_shorthand(cls, value: str, key: str) -> ActionHeadConfig:
+        """``action_head: flow`` means ``action_head: {kind: flow}``."""
+        cfg = cls(kind=value.strip())
+        try:
+            cfg.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+        return cfg
+
+    def validate(self) -> None:
+        if self.kind not in ACTION_HEAD_KINDS:
+            raise ConfigError(f"action_head.kind: unknown action head {self.kind!r}; "
+                              f"valid: {', '.join(ACTION_HEAD_KINDS)}")
+        for name in ("width", "layers", "heads", "bins", "token_range", "flow_steps", "flow_loss_repeats"):
+            _positive(f"action_head.{name}", getattr(self, name))
+        if self.width % self.heads:
+            raise ConfigError(f"action_head.width {self.width} must be divisible by action_head.heads {self.heads}")
+        if self.bins < 2:
+            raise ConfigError(f"action_head.bins must be >= 2, got {self.bins}")
+        if self.spatial_dim < 0:
+            raise ConfigError(f"action_head.spatial_dim must be >= 0, got {self.spatial_dim}")
+        if self.spatial_dim and self.kind != "regression":
+            raise ConfigError("action_head.spatial_dim: only the regression head has a spatial read-out")
+
+
 @dataclass
 class TinyVLAConfig:
     """Sizes of the built-in TinyVLA teacher."""
@@ -155,11 +214,13 @@ class TinyVLAConfig:
     max_text_tokens: int = 48  # byte-level tokens incl. BOS/EOS; longer instructions are an error
     chunk_size: int = 4  # future actions predicted per forward pass
     action_dim: int = 7
+    action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)  # regression | tokens | flow
 
     def validate(self) -> None:
         for name in ("image_size", "patch_size", "hidden_size", "num_layers", "num_heads",
                      "intermediate_size", "max_text_tokens", "chunk_size"):
             _positive(name, getattr(self, name))
+        self.action_head.validate()
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads:
@@ -242,12 +303,65 @@ class OptimConfig:
             raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
 
 
+LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class MemoryConfig:
+    """Options that let a large teacher/student train in less memory (all off by default)."""
+
+    freeze_vision: bool = False  # the vision encoder gets no gradients and no optimizer state
+    lora_rank: int = 0  # >0: LoRA (peft) on the decoder layers' linear projections; their base weights freeze
+    lora_alpha: float = 0.0  # LoRA scale numerator (0: 2 * lora_rank)
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_DEFAULT_TARGETS))  # leaf names ([]: all)
+    autocast_bf16: bool = False  # bf16 autocast of forward passes: CUDA only (an error on CPU)
+    gradient_checkpointing: bool = False  # decoder layers recompute their activations in backward
+    release_teacher: bool = False  # distillation: after stage 1 the teacher's weights become the student
+    # (no second copy); stage 2 reads the teacher only from its cached, sample-keyed outputs
+
+    def validate(self) -> None:
+        if self.lora_rank < 0:
+            raise ConfigError(f"memory.lora_rank must be >= 0, got {self.lora_rank}")
+        if self.lora_alpha < 0:
+            raise ConfigError(f"memory.lora_alpha must be >= 0, got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"memory.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+DISTRIBUTED_STRATEGIES = ("none", "ddp", "fsdp")
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process training (launch with torchrun; see docs/distributed.md)."""
+
+    strategy: str = "none"  # none | ddp | fsdp (fsdp: decoder layers and the rest sharded, FSDP2)
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+    timeout_s: float = 600.0  # a collective that waits longer fails instead of hanging
+
+    def validate(self) -> None:
+        if self.strategy not in DISTRIBUTED_STRATEGIES:
+            raise ConfigError(f"distributed.strategy: unknown strategy {self.strategy!r}; "
+                              f"valid: {', '.join(DISTRIBUTED_STRATEGIES)}")
+        if self.backend not in ("auto", "gloo", "nccl"):
+            raise ConfigError(f"distributed.backend must be auto, gloo or nccl, got {self.backend!r}")
+        _positive("distributed.timeout_s", self.timeout_s)
+
+
 @dataclass
 class TeacherTrainConfig:
     model: TinyVLAConfig = field(default_factory=TinyVLAConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, lr=1e-3))
     held_out_fraction: float = 0.15
     device: str = "auto"
+    augment_shift_px: int = 0  # random image shifts of up to this many pixels while training (0 = off)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def validate(self) -> None:
+        if self.augment_shift_px < 0:
+            raise ConfigError(f"augment_shift_px must be >= 0 (0 = off), got {self.augment_shift_px}")
 
 
 @dataclass
@@ -262,8 +376,12 @@ class DistillConfig:
     max_train_episodes: int = 0  # >0: distil on this many training episodes (stages 1-2 cost less)
     held_out_fraction: float = 0.15
     device: str = "auto"
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self) -> None:
         _positive("router_lr", self.router_lr)
+        if self.memory.lora_rank and not self.train_backbone:
+            raise ConfigError("memory.lora_rank > 0 adapts the backbone: it needs train_backbone: true")
         if self.max_train_episodes < 0:
             raise ConfigError(f"max_train_episodes must be >= 0, got {self.max_train_episodes}")

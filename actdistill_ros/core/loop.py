@@ -5,6 +5,10 @@ restarted replays exactly the batches it would have seen: it loses at most the s
 since the last checkpoint, and finishes with the same total step count. Resume state is
 written with ``torch.save`` and read back with ``weights_only=True`` (no arbitrary
 unpickling), atomically (write then rename) so a kill mid-write leaves the old one.
+
+Several processes (``world``, see ``distributed.py``): every rank walks the same global
+batches and runs ``step_fn`` on its shard; the logged terms are means over ranks; only rank
+0 writes metrics and resume state. Out-of-memory errors are re-raised with advice.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import OptimConfig
+from .distributed import SINGLE, World
+from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
 
 
 @dataclass
@@ -29,6 +35,7 @@ class LoopResult:
     total: int
     resumed_from: int
     history: list[dict]
+    model: nn.Module | None = None  # the trained model (set by the training stages; see distributed.World.unwrap)
 
     @property
     def finished(self) -> bool:
@@ -52,9 +59,11 @@ def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
     return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def batches_per_epoch(num_samples: int, batch_size: int) -> int:
+def batches_per_epoch(num_samples: int, batch_size: int, min_batch: int = 2) -> int:
+    """Full batches plus a last partial one of at least ``min_batch`` samples (a batch of 1 has
+    no relational structure; several processes need one sample each)."""
     full, rest = divmod(num_samples, batch_size)
-    return full + (1 if rest >= 2 else 0)  # a batch of 1 has no relational structure
+    return full + (1 if rest >= min_batch else 0)
 
 
 def run_loop(
@@ -66,48 +75,72 @@ def run_loop(
     num_samples: int,
     step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
     stop_after: int | None = None,
+    world: World = SINGLE,
+    oom_advice: str | None = None,
 ) -> LoopResult:
     """Run ``cfg.epochs`` epochs of ``step_fn(sample_indices) -> (loss, terms)``.
 
-    ``stop_after`` (tests) returns early after that many global steps, like a kill.
+    ``stop_after`` (tests) returns early after that many global steps, like a kill. With
+    several processes ``step_fn`` gets this rank's shard of each global batch. ``oom_advice``
+    is appended to the message of an out-of-memory error.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / f"{name}_state.pt"
     metrics_path = run_dir / f"{name}_metrics.jsonl"
-    per_epoch = batches_per_epoch(num_samples, cfg.batch_size)
+    world.check_batch_size(cfg.batch_size, name)
+    per_epoch = batches_per_epoch(num_samples, cfg.batch_size, world.min_batch())
     if per_epoch == 0:
         raise ValueError(f"{name}: {num_samples} samples is too few for batches of {cfg.batch_size}")
     total = cfg.epochs * per_epoch
+    # under FSDP the optimizer state is saved through the one (sharded) module it optimises
+    owner = next(iter(modules.values())) if len(modules) == 1 else None
     start = 0
+    base_lrs = [group.setdefault("base_lr", group["lr"]) for group in optimizer.param_groups]
+    world.barrier()  # nobody reads a resume state that another rank is still writing
     if state_path.exists():
         state = torch.load(state_path, weights_only=True, map_location="cpu")
         for key, module in modules.items():
-            module.load_state_dict(state["modules"][key])
-        optimizer.load_state_dict(state["optimizer"])
+            world.load_module_state(module, state["modules"][key])
+        world.load_optimizer_state(owner, optimizer, state["optimizer"])
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
-    history = _read_history(metrics_path, keep_until=start)
+    history = _read_history(metrics_path, keep_until=start) if world.is_main else []
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    base_lrs = [group.setdefault("base_lr", group["lr"]) for group in optimizer.param_groups]
+    base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     for module in modules.values():
         module.train()
-    bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, disable=None)
+    bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, disable=None if world.is_main else True)
     step = start
-    with metrics_path.open("a") as metrics:
+    device = params[0].device if params else torch.device("cpu")
+    with (metrics_path.open("a") if world.is_main else open(os.devnull, "w")) as metrics:
         while step < total:
             epoch, index = divmod(step, per_epoch)
             order = epoch_order(num_samples, cfg.seed, epoch)
-            rows = order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            rows = world.shard(order[index * cfg.batch_size:(index + 1) * cfg.batch_size])
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * lr_factor(cfg, step, total)
-            loss, terms = step_fn(rows)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"{name}: loss became non-finite at step {step}: {terms}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            try:
+                loss, terms = step_fn(rows)
+                # one all-reduce: every rank sees the same loss (a non-finite one stops all ranks)
+                mean_loss, *values = world.mean([loss.item(), *terms.values()], device)
+                terms = dict(zip(terms, values, strict=True))
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"{name}: loss became non-finite at step {step}: {terms}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc) or isinstance(exc, TrainingOutOfMemoryError):
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                batch = f"global batch {cfg.batch_size}" + (f" ({len(rows)} per process)" if world.distributed else "")
+                raise TrainingOutOfMemoryError(
+                    f"{name}: out of memory at step {step} ({batch}, {device}); "
+                    f"{oom_advice or out_of_memory_advice(None, cfg.batch_size, world.distributed)}") from exc
             step += 1
             record = {"step": step, "epoch": epoch, **terms}
             history.append(record)
@@ -116,19 +149,25 @@ def run_loop(
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(terms.items())[:4]})
             if step % cfg.checkpoint_every == 0 or step == total:
                 metrics.flush()
-                _save_state(state_path, modules, optimizer, step)
+                _save_state(state_path, modules, optimizer, step, world, owner)
             if stop_after is not None and step >= stop_after:
                 break
     bar.close()
+    world.barrier()  # the final state is on disk before any rank goes on
     for module in modules.values():
         module.eval()
     return LoopResult(steps=step, total=total, resumed_from=start, history=history)
 
 
-def _save_state(path: Path, modules: dict[str, nn.Module], optimizer, step: int) -> None:
+def _save_state(path: Path, modules: dict[str, nn.Module], optimizer, step: int, world: World = SINGLE,
+                owner: nn.Module | None = None) -> None:
+    # gathering is collective under FSDP: every rank takes part, rank 0 writes
+    state = {"modules": {k: world.module_state(m) for k, m in modules.items()},
+             "optimizer": world.optimizer_state(owner, optimizer), "rng": torch.get_rng_state(), "step": step}
+    if not world.is_main:
+        return
     tmp = path.with_suffix(".tmp")
-    torch.save({"modules": {k: m.state_dict() for k, m in modules.items()}, "optimizer": optimizer.state_dict(),
-                "rng": torch.get_rng_state(), "step": step}, tmp)
+    torch.save(state, tmp)
     os.replace(tmp, path)
 
 

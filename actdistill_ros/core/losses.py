@@ -8,6 +8,8 @@ total = task
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
 
@@ -29,15 +31,22 @@ def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
     return x @ x.transpose(0, 1)
 
 
-def semantic_terms(student_sem: torch.Tensor, teacher_sem: torch.Tensor, eta: float):
-    """Per-layer (1 - cos) and relational MSE; inputs [B, L, d] -> two [L] tensors."""
-    cos = F.cosine_similarity(student_sem, teacher_sem, dim=-1, eps=1e-8)  # [B, L]
-    semantic = (1.0 - cos).mean(0)
-    relational = torch.stack([
+def semantic_term(student_sem: torch.Tensor, teacher_sem: torch.Tensor) -> torch.Tensor:
+    """Per-layer mean over samples of (1 - cos(s^S, s^T)); [B, L, d] -> [L]."""
+    return (1.0 - F.cosine_similarity(student_sem, teacher_sem, dim=-1, eps=1e-8)).mean(0)
+
+
+def relational_term(student_sem: torch.Tensor, teacher_sem: torch.Tensor) -> torch.Tensor:
+    """Per-layer MSE between the batch's B x B cosine matrices; [B, L, d] -> [L]."""
+    return torch.stack([
         F.mse_loss(pairwise_cosine(student_sem[:, l]), pairwise_cosine(teacher_sem[:, l]))
         for l in range(student_sem.shape[1])
     ])
-    return semantic, eta * relational
+
+
+def semantic_terms(student_sem: torch.Tensor, teacher_sem: torch.Tensor, eta: float):
+    """Per-layer (1 - cos) and relational MSE; inputs [B, L, d] -> two [L] tensors."""
+    return semantic_term(student_sem, teacher_sem), eta * relational_term(student_sem, teacher_sem)
 
 
 def action_terms(student_actions: torch.Tensor, teacher_actions: torch.Tensor, target: torch.Tensor):
@@ -78,16 +87,25 @@ def distillation_loss(
     target: torch.Tensor,
     gate_probs: torch.Tensor,
     gates: torch.Tensor,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """-> (total loss, every term as a float for logging)."""
+    """-> (total loss, every term as a float for logging).
+
+    ``gather`` (several processes, each holding a shard of the batch): concatenates a tensor
+    over all ranks, differentiably. The batch-level terms -- the relational B x B matrices,
+    balance and budget -- are then computed over the whole global batch, while the per-sample
+    terms stay local means (DDP's gradient averaging makes those global means)."""
     w = layer_weights(student_sem.shape[1], cfg.gamma, device=student_sem.device)
-    semantic, relational = semantic_terms(student_sem, teacher_sem, cfg.eta)
+    semantic = semantic_term(student_sem, teacher_sem)
+    if gather is not None:
+        student_sem, teacher_sem, gate_probs, gates = (gather(t) for t in (student_sem, teacher_sem, gate_probs,
+                                                                             gates))
+    relational = cfg.eta * relational_term(student_sem, teacher_sem)
+    balance, budget = balance_loss(gate_probs), budget_loss(gates, cfg.keep_ratio)
     to_gt, to_teacher, to_previous = action_terms(student_layer_actions, teacher_layer_actions, target)
     sem_term = (w * semantic).sum()
     rel_term = (w * relational).sum()
     act_term = (w * (to_gt + to_teacher + to_previous)).sum()
-    balance = balance_loss(gate_probs)
-    budget = budget_loss(gates, cfg.keep_ratio)
     total = (task + cfg.alpha * (sem_term + rel_term) + cfg.beta * act_term
              + cfg.balance * balance + cfg.budget * budget)
     terms = {

@@ -18,10 +18,12 @@ from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
 from .config import DistillConfig, TeacherTrainConfig, to_dict
 from .dataset import EpisodeDataset
 from .device import resolve_device
+from .distributed import World, device_for, init_world
 from .graph import LayerProbes
 from .student import RoutedStudent
 from .tiny_vla import TinyVLA
 from .training import (
+    TeacherOutputs,
     TeacherRecords,
     TensorData,
     agreement,
@@ -30,7 +32,9 @@ from .training import (
     evaluate,
     mark_done,
     record_teacher,
+    restore_student,
     stage_done,
+    teacher_outputs,
     train_probes,
     train_teacher,
 )
@@ -58,8 +62,9 @@ def _dataset_provenance(dataset_dir: str | Path) -> dict:
 
 
 def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: TeacherTrainConfig,
-                         stop_after: int | None = None) -> Path:
-    """-> the teacher checkpoint directory ``out_dir/teacher``."""
+                         stop_after: int | None = None, world: World | None = None) -> Path:
+    """-> the teacher checkpoint directory ``out_dir/teacher``. Several processes: started by
+    torchrun with ``cfg.distributed.strategy`` ddp/fsdp (or an initialised ``world``)."""
     out_dir = Path(out_dir)
     run_dir = out_dir / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,18 +72,23 @@ def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: Teac
     if stage_done(run_dir, "teacher"):
         log.info("teacher already trained: %s", teacher_dir)
         return teacher_dir
+    world = world or init_world(cfg.distributed)
     torch.manual_seed(cfg.optim.seed)
-    device = resolve_device(cfg.device)
+    device = device_for(world, resolve_device(cfg.device))
     teacher = TinyVLA(cfg.model)
     train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher)
     teacher.to(device)
-    result = train_teacher(teacher, train, cfg.optim, run_dir, stop_after=stop_after)
-    if not result.finished:
+    result = train_teacher(teacher, train, cfg.optim, run_dir, stop_after=stop_after, memory=cfg.memory, world=world,
+                           augment_shift_px=cfg.augment_shift_px)
+    if not result.finished or not world.is_main:
+        world.barrier()
         return teacher_dir
+    teacher = result.model.to(device)
     metrics = evaluate(teacher, held_out, routed=False)
     save_teacher(teacher.cpu(), teacher_dir, extra={"training": {
         "config": to_dict(cfg), "held_out": metrics, "dataset": _dataset_provenance(dataset_dir)}})
     mark_done(run_dir, "teacher", {"steps": result.steps, "held_out": metrics})
+    world.barrier()
     return teacher_dir
 
 
@@ -89,15 +99,23 @@ class DistillResult:
 
 
 def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path, cfg: DistillConfig,
-                     progress: Progress | None = None, stop_after: dict | None = None) -> DistillResult:
-    """Stage 1 + stage 2 + export. ``stop_after={'probe'|'student': n}`` simulates a kill (tests)."""
+                     progress: Progress | None = None, stop_after: dict | None = None,
+                     world: World | None = None) -> DistillResult:
+    """Stage 1 + stage 2 + export. ``stop_after={'probe'|'student': n}`` simulates a kill (tests).
+
+    The teacher's held-out predictions are computed once and cached by sample id
+    (``runs/teacher_heldout_<sha>.safetensors``); with ``memory.release_teacher`` the teacher's
+    weights then become the student (no second copy) and the final comparison uses the cache.
+    Several processes (torchrun, ``distributed.strategy``): every stage is data-parallel; only
+    rank 0 evaluates and exports (other ranks return metrics ``{"rank": r}``)."""
     stop_after = stop_after or {}
     notify = progress or (lambda stage, info: None)
     out_dir = Path(out_dir)
     run_dir = out_dir / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
     student_dir = out_dir / "student"
-    device = resolve_device(cfg.device)
+    world = world or init_world(cfg.distributed)
+    device = device_for(world, resolve_device(cfg.device))
     torch.manual_seed(cfg.student.seed)
     teacher = load_teacher(teacher_dir).to(device)
     train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
@@ -112,41 +130,72 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         notify("probe", {"skipped": True})
     else:
         notify("probe", {"started": True})
-        result = train_probes(teacher, probes, train, cfg.probe, run_dir, stop_after=stop_after.get("probe"))
+        result = train_probes(teacher, probes, train, cfg.probe, run_dir, stop_after=stop_after.get("probe"),
+                              memory=cfg.memory, world=world)
         if not result.finished:
             return DistillResult(student_dir, {"stopped": "probe", "steps": result.steps})
-        records = record_teacher(teacher, probes, train)
-        records.save(records_path)
-        mark_done(run_dir, "probe", {"steps": result.steps, "final": result.history[-1] if result.history else {}})
+        records = record_teacher(teacher, probes, train, world=world, memory=cfg.memory)
+        if world.is_main:
+            records.save(records_path)
+            mark_done(run_dir, "probe", {"steps": result.steps,
+                                         "final": result.history[-1] if result.history else {}})
+        world.barrier()
     notify("probe", {"done": True})
 
-    student = RoutedStudent.from_teacher(teacher, cfg.router).to(device)
+    # the teacher's held-out predictions and error, once; afterwards the teacher is not needed
+    teacher_sha = weights_sha256(teacher_dir)
+    heldout_path = run_dir / f"teacher_heldout_{teacher_sha[:16]}.safetensors"
+    cached = TeacherOutputs.load(heldout_path) if heldout_path.exists() else None
+    if cached is None or not torch.equal(cached.sample_ids, held_out.sample_ids):
+        cached = teacher_outputs(teacher, held_out, world=world)
+        if world.is_main:
+            cached.save(heldout_path)
+    teacher_mse = _mse(cached.actions, teacher.normalizer.normalize(held_out.targets.to(device)).cpu())
+    world.barrier()
+
+    if cfg.memory.release_teacher:
+        student = RoutedStudent(teacher, cfg.router).to(device)  # the teacher's weights, trained in place
+        del teacher
+    else:
+        student = RoutedStudent.from_teacher(teacher, cfg.router).to(device)
     if not stage_done(run_dir, "student"):
         notify("student", {"started": True})
-        result = distill_student(student, probes, records, train, cfg, run_dir, stop_after=stop_after.get("student"))
+        result = distill_student(student, probes, records, train, cfg, run_dir, stop_after=stop_after.get("student"),
+                                 world=world)
         if not result.finished:
             return DistillResult(student_dir, {"stopped": "student", "steps": result.steps})
-        mark_done(run_dir, "student", {"steps": result.steps, "final": result.history[-1] if result.history else {}})
+        if world.is_main:
+            mark_done(run_dir, "student", {"steps": result.steps,
+                                           "final": result.history[-1] if result.history else {}})
+        world.barrier()
+        if not world.is_main:
+            return DistillResult(student_dir, {"rank": world.rank})
+        student = result.model.to(device)
     else:
-        state = torch.load(run_dir / "student_state.pt", weights_only=True, map_location=device)
-        student.load_state_dict(state["modules"]["student"])
+        if not world.is_main:
+            return DistillResult(student_dir, {"rank": world.rank})
+        student = restore_student(student, run_dir, cfg).to(device)
         notify("student", {"skipped": True})
 
-    teacher_eval = evaluate(teacher, held_out, routed=False)
     student_eval = evaluate(student, held_out, routed=True)
     metrics = {
-        "teacher_action_mse": teacher_eval["action_mse"],
+        "teacher_action_mse": teacher_mse,
         "student_action_mse": student_eval["action_mse"],
-        "student_vs_teacher_mse": agreement(student, teacher, held_out),
-        "action_error_ratio": student_eval["action_mse"] / max(teacher_eval["action_mse"], 1e-12),
+        "student_vs_teacher_mse": agreement(student, cached, held_out),
+        "action_error_ratio": student_eval["action_mse"] / max(teacher_mse, 1e-12),
         "executed_layer_fraction": student_eval["executed_layer_fraction"],
         "layer_frequency": student_eval["layer_frequency"],
         "held_out_samples": len(held_out),
         "train_samples": len(train),
     }
     save_student(student.cpu(), student_dir, extra={"distillation": {
-        "teacher_sha256": weights_sha256(teacher_dir), "dataset": _dataset_provenance(dataset_dir),
+        "teacher_sha256": teacher_sha, "dataset": _dataset_provenance(dataset_dir),
         "config": to_dict(cfg), "held_out": metrics}})
     (out_dir / "distill_metrics.json").write_text(json.dumps(metrics, indent=2))
     notify("export", {"student": str(student_dir), **metrics})
     return DistillResult(student_dir, metrics)
+
+
+def _mse(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean over samples of the per-sample MSE (what ``evaluate`` reports)."""
+    return ((predicted.float() - target.float()) ** 2).mean((1, 2)).mean().item()

@@ -21,11 +21,17 @@ from .teacher import TokenBatch, VLATeacher
 
 @dataclass
 class StudentTrainOutput:
-    actions: torch.Tensor  # [B, H, 7] normalised
+    actions: torch.Tensor | None  # [B, H, 7] normalised (None when not decoded)
     gate_probs: torch.Tensor  # [B, L] soft router output
     gates: torch.Tensor  # [B, L] straight-through 0/1 gates used in the forward pass
     per_layer_hidden: list[torch.Tensor]
     batch: TokenBatch
+    task_loss: torch.Tensor | None = None  # the head's task loss, when a target was given
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        """The last layer's states [B, T, D] (input of the action head and its task loss)."""
+        return self.per_layer_hidden[-1] if self.per_layer_hidden else self.batch.hidden
 
 
 @dataclass
@@ -68,18 +74,24 @@ class RoutedStudent(nn.Module):
             raise FloatingPointError("router produced non-finite gates (non-finite inputs or weights)")
         return probs
 
-    def forward_train(self, inputs: dict[str, torch.Tensor]) -> StudentTrainOutput:
+    def forward_train(self, inputs: dict[str, torch.Tensor], decode_actions: bool = True,
+                      target: torch.Tensor | None = None) -> StudentTrainOutput:
+        """Every layer runs, mixed in by its straight-through gate. With a normalised chunk
+        ``target`` also the action head's own task loss (``out.task_loss``). ``decode_actions=False``
+        skips the head's inference pass (training needs only the task loss; for token and flow
+        heads decoding is a loop of its own)."""
         batch = self.backbone.embed(inputs)
         probs = self.gate_probs(batch)
         gates = straight_through_gates(probs, self.threshold)
         hidden = batch.hidden
         per_layer = []
         for index in range(self.num_layers):
-            out = self.backbone.run_layer(index, hidden, batch)
+            out = self.backbone.call_layer(index, hidden, batch)
             hidden = hidden + gates[:, index, None, None] * (out - hidden)
             per_layer.append(hidden)
-        actions = self.backbone.head(hidden, batch)
-        return StudentTrainOutput(actions, probs, gates, per_layer, batch)
+        actions = self.backbone.head(hidden, batch) if decode_actions else None
+        task = None if target is None else self.backbone.head_loss(hidden, batch, target)
+        return StudentTrainOutput(actions, probs, gates, per_layer, batch, task)
 
     @torch.no_grad()
     def forward_routed(self, inputs: dict[str, torch.Tensor]) -> StudentRoutedOutput:

@@ -2,8 +2,10 @@
 
 image -> patch embedding -> projector (vision tokens); instruction -> byte-level tokens
 -> embedding (text tokens); [vision | text] -> transformers ``LlamaDecoderLayer`` stack
-(bidirectional attention over valid tokens, rotary positions) -> RMSNorm -> attention-
-pooled MLP action head predicting a chunk of H future 7-DoF end-effector actions.
+(bidirectional attention over valid tokens, rotary positions) -> RMSNorm -> an action head
+predicting a chunk of H future 7-DoF end-effector actions: ``cfg.action_head.kind`` picks
+regression (attention-pooled MLP, the default), discrete tokens or flow matching
+(``action_heads.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from .action_heads import RegressionChunkHead, build_action_head
 from .config import TinyVLAConfig
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
+
+ChunkActionHead = RegressionChunkHead  # the original name of the regression head
 
 
 class ByteTokenizer:
@@ -85,21 +90,6 @@ class PatchVisionEncoder(nn.Module):
         return self.projector(x)
 
 
-class ChunkActionHead(nn.Module):
-    """Attention pooling over valid tokens -> MLP -> [B, chunk, 7] (normalised units)."""
-
-    def __init__(self, hidden: int, chunk_size: int, action_dim: int) -> None:
-        super().__init__()
-        self.chunk_size, self.action_dim = chunk_size, action_dim
-        self.score = nn.Linear(hidden, 1)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, chunk_size * action_dim))
-
-    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        scores = self.score(hidden).squeeze(-1).masked_fill(~valid, float("-inf"))
-        pooled = torch.einsum("bt,btd->bd", scores.softmax(-1), hidden)
-        return self.mlp(pooled).view(-1, self.chunk_size, self.action_dim)
-
-
 class TinyVLA(VLATeacher):
     def __init__(self, cfg: TinyVLAConfig) -> None:
         super().__init__()
@@ -122,7 +112,8 @@ class TinyVLA(VLATeacher):
         self.layers = nn.ModuleList(LlamaDecoderLayer(self.llama_config, i) for i in range(cfg.num_layers))
         self.rotary = LlamaRotaryEmbedding(self.llama_config)
         self.final_norm = LlamaRMSNorm(cfg.hidden_size, eps=self.llama_config.rms_norm_eps)
-        self.action_head = ChunkActionHead(cfg.hidden_size, cfg.chunk_size, cfg.action_dim)
+        self.action_head = build_action_head(cfg.action_head, cfg.hidden_size, cfg.chunk_size, cfg.action_dim,
+                                             leading_vision_tokens=self.vision.num_tokens)
         self.normalizer = ActionNormalizer(cfg.action_dim)
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
@@ -138,6 +129,10 @@ class TinyVLA(VLATeacher):
     @property
     def num_vision_tokens(self) -> int:
         return self.vision.num_tokens
+
+    def vision_parameters(self) -> list[nn.Parameter]:
+        """Patch embedding + positions (the projector MLP stays trainable when they freeze)."""
+        return [*self.vision.patch.parameters(), self.vision.position]
 
     def prepare(self, images, instructions: list[str]) -> dict[str, torch.Tensor]:
         pixels = images_to_uint8_batch(images, self.cfg.image_size)
@@ -178,3 +173,4 @@ class TinyVLA(VLATeacher):
     def run_layer(self, index: int, hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
         out = self.layers[index](hidden, **batch.layer_kwargs)
         return out[0] if isinstance(out, tuple) else out
+

@@ -2,11 +2,19 @@
 
 Every stage is resumable (see ``loop.py``) and marks completion with a ``<stage>_done.json``
 so a rerun of a pipeline skips finished stages instead of redoing them.
+
+Every stage takes the memory options (``MemoryConfig``: frozen vision, LoRA, bf16 autocast,
+activation checkpointing; ``memory.py``) and a ``World`` (several processes, ``distributed.py``).
+The task loss is always the action head's own (``VLATeacher.head_loss``: MSE, token
+cross-entropy or flow matching). Stage 1's per-layer probes regress the action chunk whatever
+the head (the paper's layer-wise action terms are MSEs on a_l; a regression probe is also the
+cheapest readout of "how far the action has formed" at layer l).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +23,22 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import DistillConfig, OptimConfig
+from .augment import batch_generator, random_shift
+from .config import ConfigError, DistillConfig, MemoryConfig, OptimConfig
 from .dataset import DatasetError, EpisodeDataset
+from .distributed import SINGLE, World
 from .graph import LayerProbes
 from .loop import LoopResult, run_loop
 from .losses import distillation_loss
+from .memory import (
+    apply_memory_options,
+    autocast,
+    check_memory_options,
+    has_lora,
+    merge_lora,
+    out_of_memory_advice,
+    trainable_parameters,
+)
 from .student import RoutedStudent
 from .teacher import VLATeacher
 
@@ -79,41 +98,111 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 def train_teacher(teacher: VLATeacher, data: TensorData, cfg: OptimConfig, run_dir: Path,
-                  stop_after: int | None = None) -> LoopResult:
-    """Behaviour cloning: MSE of the normalised action chunk (the action head's task loss)."""
+                  stop_after: int | None = None, memory: MemoryConfig | None = None,
+                  world: World = SINGLE, augment_shift_px: int = 0) -> LoopResult:
+    """Behaviour cloning with the action head's own task loss on the normalised chunk.
+
+    ``augment_shift_px > 0``: every training image is shifted by a random offset of up to that
+    many pixels (``augment.random_shift``; needs uint8 ``pixels`` inputs, as TinyVLA's).
+
+    ``result.model`` is the trained teacher (LoRA adapters merged once training finished);
+    under FSDP ``teacher`` itself is sharded in place and ``result.model`` is a plain copy on
+    rank 0 (None elsewhere)."""
     if len(data) == 0:
         raise DatasetError("no training samples")
+    memory = memory or MemoryConfig()
     teacher.normalizer.fit(data.targets)
     device = _device_of(teacher)
-    optimizer = torch.optim.AdamW(teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    check_memory_options(memory, device)
+    apply_memory_options(teacher, memory)
+    forward_loss = world.wrap_method(teacher, "forward_loss", shard_units=list(teacher.layers))
+    optimizer = torch.optim.AdamW(trainable_parameters(teacher), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    if augment_shift_px and not (isinstance(data.inputs.get("pixels"), torch.Tensor)
+                                 and data.inputs["pixels"].dtype == torch.uint8):
+        raise ConfigError("augment_shift_px: this teacher's inputs have no uint8 'pixels' images to shift")
 
     def step(rows: torch.Tensor):
         inputs, target = data.rows(rows, device)
-        loss = teacher.task_loss(teacher(inputs), teacher.normalizer.normalize(target))
+        if augment_shift_px:
+            generator = batch_generator(cfg.seed, rows)
+            inputs = {**inputs, "pixels": random_shift(inputs["pixels"], augment_shift_px, generator)}
+        with autocast(memory, device):
+            loss = forward_loss(inputs, teacher.normalizer.normalize(target))
         return loss, {"task": loss.item()}
 
-    return run_loop("teacher", run_dir, {"teacher": teacher}, optimizer, cfg, len(data), step, stop_after)
+    result = run_loop("teacher", run_dir, {"teacher": teacher}, optimizer, cfg, len(data), step, stop_after,
+                      world=world, oom_advice=out_of_memory_advice(memory, cfg.batch_size, world.distributed))
+    return _finish(result, teacher, world)
+
+
+def _finish(result: LoopResult, model: nn.Module, world: World) -> LoopResult:
+    """Set ``result.model``: unsharded (FSDP), LoRA merged (when training finished), no checkpointing."""
+    trained = world.unwrap(model)
+    if trained is not None:
+        backbone = trained.backbone if isinstance(trained, RoutedStudent) else trained
+        if result.finished and has_lora(backbone):
+            merge_lora(backbone)
+        if isinstance(backbone, VLATeacher):
+            backbone.gradient_checkpointing = False
+    result.model = trained
+    return result
 
 
 def train_probes(teacher: VLATeacher, probes: LayerProbes, data: TensorData, cfg: OptimConfig, run_dir: Path,
-                 stop_after: int | None = None) -> LoopResult:
+                 stop_after: int | None = None, memory: MemoryConfig | None = None,
+                 world: World = SINGLE) -> LoopResult:
     """Stage 1: frozen teacher; graph modules + per-layer heads learn to predict the action
-    from every layer (mean over layers of the MSE to ground truth)."""
+    from every layer (mean over layers of the MSE to ground truth). Several processes: the
+    probes are data-parallel (DDP, also under ``fsdp``: they are small; the teacher is frozen)."""
+    memory = memory or MemoryConfig()
     teacher.eval().requires_grad_(False)
     device = _device_of(teacher)
+    check_memory_options(memory, device)
+    run_probes = world.wrap_method(probes, "forward", strategy="ddp")
     optimizer = torch.optim.AdamW(probes.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(rows: torch.Tensor):
         inputs, target = data.rows(rows, device)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(memory, device):
             _, per_layer, batch = teacher(inputs, return_hidden=True)
-        _, layer_actions = probes(per_layer, batch.attention_mask)
-        per_layer_mse = ((layer_actions - teacher.normalizer.normalize(target)[:, None]) ** 2).mean((0, 2, 3))
+        with autocast(memory, device):
+            _, layer_actions = run_probes(per_layer, batch.attention_mask)
+        per_layer_mse = ((layer_actions.float() - teacher.normalizer.normalize(target)[:, None]) ** 2).mean((0, 2, 3))
         loss = per_layer_mse.mean()
         return loss, {"probe": loss.item(), "first_layer": per_layer_mse[0].item(),
                       "last_layer": per_layer_mse[-1].item()}
 
-    return run_loop("probe", run_dir, {"probes": probes}, optimizer, cfg, len(data), step, stop_after)
+    result = run_loop("probe", run_dir, {"probes": probes}, optimizer, cfg, len(data), step, stop_after,
+                      world=world, oom_advice=out_of_memory_advice(memory, cfg.batch_size, world.distributed))
+    result.model = probes
+    return result
+
+
+class TeacherOutputs:
+    """The teacher's final action chunks (normalised units), keyed by sample id: what the
+    student is compared with after stage 2, without the teacher in memory."""
+
+    def __init__(self, sample_ids: torch.Tensor, actions: torch.Tensor) -> None:
+        self.sample_ids, self.actions = sample_ids, actions
+        self._row = {int(s): i for i, s in enumerate(sample_ids.tolist())}
+
+    def lookup(self, sample_ids: torch.Tensor) -> torch.Tensor:
+        try:
+            rows = torch.tensor([self._row[int(s)] for s in sample_ids.tolist()])
+        except KeyError as exc:
+            raise KeyError(f"no cached teacher output for sample id {exc.args[0]}") from exc
+        return self.actions[rows]
+
+    def save(self, path: Path) -> None:
+        tmp = Path(path).with_suffix(".tmp")  # write then rename: a kill leaves no half file
+        save_file({"sample_ids": self.sample_ids, "actions": self.actions.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TeacherOutputs:
+        t = load_file(str(path))
+        return cls(t["sample_ids"], t["actions"])
 
 
 class TeacherRecords:
@@ -141,83 +230,141 @@ class TeacherRecords:
 
 
 @torch.no_grad()
-def record_teacher(teacher: VLATeacher, probes: LayerProbes, data: TensorData, batch_size: int = 64) -> TeacherRecords:
+def record_teacher(teacher: VLATeacher, probes: LayerProbes, data: TensorData, batch_size: int = 64,
+                   world: World = SINGLE, memory: MemoryConfig | None = None) -> TeacherRecords:
+    """The teacher's per-layer semantics and probe actions for every sample (each rank records
+    a contiguous part; every rank gets the whole set)."""
+    memory = memory or MemoryConfig()
     device = _device_of(teacher)
     teacher.eval()
     probes.eval()
+    mine = torch.arange(len(data)).tensor_split(world.size)[world.rank]
     sems, acts = [], []
-    for start in range(0, len(data), batch_size):
-        rows = torch.arange(start, min(start + batch_size, len(data)))
-        inputs, _ = data.rows(rows, device)
-        _, per_layer, batch = teacher(inputs, return_hidden=True)
-        sem, act = probes(per_layer, batch.attention_mask)
+    for start in range(0, len(mine), batch_size):
+        inputs, _ = data.rows(mine[start:start + batch_size], device)
+        with autocast(memory, device):
+            _, per_layer, batch = teacher(inputs, return_hidden=True)
+            sem, act = probes(per_layer, batch.attention_mask)
         sems.append(sem.float().cpu())
         acts.append(act.float().cpu())
-    return TeacherRecords(data.sample_ids.clone(), torch.cat(sems), torch.cat(acts))
+    parts = world.gather_objects((torch.cat(sems) if sems else None, torch.cat(acts) if acts else None))
+    semantics = torch.cat([p[0] for p in parts if p[0] is not None])
+    actions = torch.cat([p[1] for p in parts if p[1] is not None])
+    return TeacherRecords(data.sample_ids.clone(), semantics, actions)
 
 
 def distill_student(student: RoutedStudent, probes: LayerProbes, records: TeacherRecords, data: TensorData,
-                    cfg: DistillConfig, run_dir: Path, stop_after: int | None = None) -> LoopResult:
+                    cfg: DistillConfig, run_dir: Path, stop_after: int | None = None,
+                    world: World = SINGLE) -> LoopResult:
     """Stage 2: train router (+ backbone) with the full ActDistill objective. The probes
-    are frozen: they define the semantic space the teacher records live in."""
+    are frozen: they define the semantic space the teacher records live in.
+
+    Needs no teacher model: the teacher enters only through ``records`` (sample-keyed).
+    ``result.model`` is the trained student (LoRA merged once training finished); under FSDP
+    ``student`` is sharded in place and ``result.model`` is a plain copy on rank 0 (None elsewhere).
+    """
     probes.eval().requires_grad_(False)
     device = _device_of(student)
+    check_memory_options(cfg.memory, device)
     # the student was copied from a teacher that stage 1 froze: set trainability explicitly,
     # or a fresh run would silently train only the router while a resumed one trains both
     student.backbone.requires_grad_(cfg.train_backbone)
     student.router.requires_grad_(True)
+    apply_memory_options(student.backbone, cfg.memory)
+    forward_train = world.wrap_method(student, "forward_train", shard_units=list(student.backbone.layers))
     groups = [{"params": list(student.router.parameters()), "lr": cfg.router_lr}]
     if cfg.train_backbone:
-        groups.append({"params": list(student.backbone.parameters()), "lr": cfg.student.lr})
+        groups.append({"params": trainable_parameters(student.backbone), "lr": cfg.student.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.student.weight_decay)
     normalizer = student.backbone.normalizer
+    gather = world.gather if world.distributed else None
 
     def step(rows: torch.Tensor):
         inputs, target = data.rows(rows, device)
         target_n = normalizer.normalize(target)
         teacher_sem, teacher_act = (t.to(device) for t in records.lookup(data.sample_ids[rows]))
-        out = student.forward_train(inputs)
-        student_sem, student_act = probes(out.per_layer_hidden, out.batch.attention_mask)
-        task = student.backbone.task_loss(out.actions, target_n)
-        loss, terms = distillation_loss(cfg.loss, task, student_sem, teacher_sem, student_act, teacher_act,
-                                        target_n, out.gate_probs, out.gates)
+        with autocast(cfg.memory, device):
+            out = forward_train(inputs, decode_actions=False, target=target_n)
+            student_sem, student_act = probes(out.per_layer_hidden, out.batch.attention_mask)
+        loss, terms = distillation_loss(cfg.loss, out.task_loss.float(), student_sem.float(), teacher_sem,
+                                        student_act.float(), teacher_act, target_n, out.gate_probs.float(),
+                                        out.gates.float(), gather=gather)
         return loss, terms
 
-    return run_loop("student", run_dir, {"student": student}, optimizer, cfg.student, len(data), step, stop_after)
+    result = run_loop("student", run_dir, {"student": student}, optimizer, cfg.student, len(data), step, stop_after,
+                      world=world, oom_advice=out_of_memory_advice(cfg.memory, cfg.student.batch_size,
+                                                                   world.distributed))
+    return _finish(result, student, world)
+
+
+def restore_student(student: RoutedStudent, run_dir: Path, cfg: DistillConfig) -> RoutedStudent:
+    """Load a finished stage 2 from ``run_dir/student_state.pt`` into ``student`` (adapters
+    re-created and merged when it was trained with LoRA)."""
+    state = torch.load(Path(run_dir) / "student_state.pt", weights_only=True, map_location="cpu")["modules"]["student"]
+    lora_a = [k for k in state if ".lora_A." in k]
+    if lora_a:  # the adapters' rank and targets are in the saved shapes and names
+        rank = int(state[lora_a[0]].shape[0])
+        targets = sorted({k.split(".lora_A.")[0].rsplit(".", 1)[-1] for k in lora_a})
+        apply_memory_options(student.backbone, MemoryConfig(lora_rank=rank, lora_alpha=cfg.memory.lora_alpha,
+                                                            lora_targets=targets))
+        student.load_state_dict(state)
+        merge_lora(student.backbone)
+    else:
+        student.load_state_dict(state)
+    student.backbone.gradient_checkpointing = False
+    return student.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorData, routed: bool, batch_size: int = 64):
+    """-> (normalised predicted chunks [N, H, 7] on CPU, executed layers [N, L] bool or None)."""
+    device = _device_of(model)
+    model.eval()
+    predictions, executed = [], []
+    for start in range(0, len(data), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data)))
+        inputs, _ = data.rows(rows, device)
+        if routed:
+            out = model.forward_routed(inputs)
+            predictions.append(out.actions.float().cpu())
+            executed.append(out.executed.cpu())
+        else:
+            predictions.append(model(inputs).float().cpu())
+    return torch.cat(predictions), (torch.cat(executed) if routed else None)
+
+
+def teacher_outputs(teacher: VLATeacher, data: TensorData, batch_size: int = 64,
+                    world: World = SINGLE) -> TeacherOutputs:
+    """The teacher's predictions on ``data``, cached by sample id (each rank predicts a
+    contiguous part; every rank gets them all)."""
+    mine = torch.arange(len(data)).tensor_split(world.size)[world.rank]
+    part = TensorData({k: v[mine] for k, v in data.inputs.items()}, data.targets[mine], data.sample_ids[mine])
+    local = predict(teacher, part, routed=False, batch_size=batch_size)[0] if len(part) else None
+    actions = torch.cat([a for a in world.gather_objects(local) if a is not None])
+    return TeacherOutputs(data.sample_ids.clone(), actions)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorData, routed: bool, batch_size: int = 64) -> dict:
     """Held-out action MSE in normalised units (every dimension weighs the same) and, for a
     routed student, executed layers per sample, plus per-layer activation frequency."""
-    device = _device_of(model)
-    model.eval()
-    errors, executed = [], []
-    for start in range(0, len(data), batch_size):
-        rows = torch.arange(start, min(start + batch_size, len(data)))
-        inputs, target = data.rows(rows, device)
-        if routed:
-            out = model.forward_routed(inputs)
-            predicted, normalizer = out.actions, model.backbone.normalizer
-            executed.append(out.executed.float().cpu())
-        else:
-            predicted, normalizer = model(inputs), model.normalizer
-        errors.append(((predicted.float() - normalizer.normalize(target)) ** 2).mean((1, 2)).cpu())
-    result = {"action_mse": torch.cat(errors).mean().item(), "samples": len(data)}
+    normalizer = model.backbone.normalizer if routed else model.normalizer
+    predicted, executed = predict(model, data, routed, batch_size)
+    errors = ((predicted - normalizer.normalize(data.targets.to(normalizer.mean.device)).float().cpu()) ** 2)
+    result = {"action_mse": errors.mean((1, 2)).mean().item(), "samples": len(data)}
     if routed:
-        ex = torch.cat(executed)
+        ex = executed.float()
         result["executed_layer_fraction"] = ex.mean().item()
         result["layer_frequency"] = ex.mean(0).tolist()
     return result
 
 
 @torch.no_grad()
-def agreement(student: RoutedStudent, teacher: VLATeacher, data: TensorData, batch_size: int = 64) -> float:
-    """MSE (normalised units) between student and teacher actions."""
-    device = _device_of(student)
-    errors = []
-    for start in range(0, len(data), batch_size):
-        rows = torch.arange(start, min(start + batch_size, len(data)))
-        inputs, _ = data.rows(rows, device)
-        errors.append(((student.forward_routed(inputs).actions - teacher(inputs)) ** 2).mean((1, 2)).cpu())
-    return torch.cat(errors).mean().item()
+def agreement(student: RoutedStudent, teacher: VLATeacher | TeacherOutputs, data: TensorData,
+              batch_size: int = 64) -> float:
+    """MSE (normalised units) between student and teacher actions; ``teacher`` may be the model
+    or its cached outputs (then the teacher need not be in memory)."""
+    if not isinstance(teacher, TeacherOutputs):
+        teacher = teacher_outputs(teacher, data, batch_size)
+    predicted, _ = predict(student, data, routed=True, batch_size=batch_size)
+    return ((predicted - teacher.lookup(data.sample_ids)) ** 2).mean((1, 2)).mean().item()
