@@ -2,8 +2,8 @@
 memory at batch 1 for a random-weight VLA of a given shape (default: 7B-shaped, 32 layers x
 4096, bf16 on CUDA), at run-time keep ratios set with the ``max_layers`` cap.
 
-Weights are random: this measures cost, not accuracy. On CPU use a reduced shape, e.g.
-``--hidden 512 --layers 16 --intermediate 1376 --heads 8 --image 112``.
+Weights are random: this measures cost, not accuracy. On a CPU the script runs a reduced shape
+(16 layers x 512, 112 px: about a minute on 2 cores) unless a shape or ``--full-size`` is given.
 
     python benchmarks/backbone_scaling.py --device cuda --json scaling.json
 """
@@ -53,9 +53,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--json")
+    parser.add_argument("--full-size", action="store_true", help="on a CPU too: the 7B shape (slow, ~26 GB)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    default_shape = (args.hidden, args.layers, args.intermediate, args.heads, args.image) == (4096, 32, 11008, 32, 224)
+    if device.type == "cpu" and default_shape and not args.full_size:
+        args.hidden, args.layers, args.intermediate, args.heads, args.image = 512, 16, 1376, 8, 112
+        print("CPU: reduced shape 16 layers x 512, 112 px (--full-size for the 7B shape)", flush=True)
     dtype = resolve_dtype(args.dtype, device)
     cfg = TinyVLAConfig(image_size=args.image, patch_size=14, hidden_size=args.hidden, num_layers=args.layers,
                         num_heads=args.heads, intermediate_size=args.intermediate, max_text_tokens=32, chunk_size=8)

@@ -450,7 +450,7 @@ def _student_dir(path: Path) -> Path:
         (lambda p: p / "missing", r"teacher .*missing does not exist"),
         (lambda p: (p / "file").write_text("x") and p / "file", "not a directory"),
         (lambda p: (p / "empty").mkdir() or p / "empty", "no config.json"),
-        (lambda p: _transformers_dir(p / "hf"), "transformers .*not supported yet"),
+        (lambda p: _transformers_dir(p / "hf"), "model_type 'llama' .*not a VLM family this adapter knows"),
         (lambda p: _student_dir(p / "student"), "is a student checkpoint"),
     ],
 )

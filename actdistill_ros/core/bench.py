@@ -123,6 +123,8 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
             "eval_data": data_note,
             "eval_samples": len(data),
             "model": to_dict(teacher.cfg),
+            "model_name": getattr(teacher, "description", type(teacher).__name__),
+            "hidden_size": teacher.hidden_size,
             "num_layers": teacher.num_layers,
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
@@ -165,7 +167,8 @@ def keep_ratio_curve(teacher, student, data, singles, cfg: BenchConfig, device, 
 def benchmark_markdown(result: dict) -> str:
     t, s, c = result["teacher"], result["student"], result["config"]
     lines = [
-        f"Model: TinyVLA {c['model']['num_layers']} layers x width {c['model']['hidden_size']}, "
+        f"Model: {c.get('model_name', 'TinyVLA')} {c['num_layers']} layers x width "
+        f"{c.get('hidden_size', c['model'].get('hidden_size'))}, "
         f"image {c['model']['image_size']}px; {c['device']} {c['dtype']}, {c['torch_threads']} threads; "
         f"{c['eval_samples']} samples from {c['eval_data']}.",
         "",

@@ -10,6 +10,7 @@ that names the problem.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -29,6 +30,10 @@ STUDENT_FORMAT = "actdistill-student"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TEACHER_TYPES = {"tiny_vla": (TinyVLA, TinyVLAConfig)}
+# Teacher types whose checkpoints a plug-in module writes and reads (imported only when used):
+# it provides save_teacher(teacher, dir, extra), load_teacher(dir, config), save_student(student,
+# dir, extra) and load_student(dir, config). A teacher names its type in ``checkpoint_type``.
+EXTERNAL_TEACHER_TYPES = {"hf_vlm": "actdistill_ros.teachers.export"}
 
 
 class CheckpointError(ValueError):
@@ -107,6 +112,17 @@ def _load_weights(directory: Path, module: nn.Module) -> None:
     module.load_state_dict(tensors, strict=True)
 
 
+def _external(kind: object):
+    """The plug-in module of an external teacher type (None for the built-in types)."""
+    name = EXTERNAL_TEACHER_TYPES.get(kind) if isinstance(kind, str) else None
+    return importlib.import_module(name) if name else None
+
+
+def _external_of(config: dict):
+    spec = config.get("teacher")
+    return _external(spec.get("type")) if isinstance(spec, dict) else None
+
+
 def _teacher_config(teacher: VLATeacher) -> dict:
     for name, (cls, _cfg_cls) in TEACHER_TYPES.items():
         if isinstance(teacher, cls):
@@ -126,6 +142,8 @@ def _build_teacher(spec: dict, where: Path) -> VLATeacher:
 
 
 def save_teacher(teacher: VLATeacher, directory: str | Path, extra: dict | None = None) -> Path:
+    if (plugin := _external(getattr(teacher, "checkpoint_type", None))) is not None:
+        return plugin.save_teacher(teacher, Path(directory), extra)
     config = {"format": TEACHER_FORMAT, "version": FORMAT_VERSION, "teacher": _teacher_config(teacher),
               **(extra or {})}
     return _write(Path(directory), config, teacher)
@@ -134,6 +152,8 @@ def save_teacher(teacher: VLATeacher, directory: str | Path, extra: dict | None 
 def load_teacher(directory: str | Path) -> VLATeacher:
     directory = Path(directory)
     config = _read_config(directory, TEACHER_FORMAT)
+    if (plugin := _external_of(config)) is not None:
+        return plugin.load_teacher(directory, config)
     teacher = _build_teacher(config.get("teacher", {}), directory)
     _load_weights(directory, teacher)
     return teacher.eval()
@@ -141,6 +161,8 @@ def load_teacher(directory: str | Path) -> VLATeacher:
 
 def save_student(student: RoutedStudent, directory: str | Path, extra: dict | None = None) -> Path:
     """Export the deployable student (backbone + router + action head, nothing training-only)."""
+    if (plugin := _external(getattr(student.backbone, "checkpoint_type", None))) is not None:
+        return plugin.save_student(student, Path(directory), extra)
     config = {
         "format": STUDENT_FORMAT,
         "version": FORMAT_VERSION,
@@ -155,6 +177,8 @@ def save_student(student: RoutedStudent, directory: str | Path, extra: dict | No
 def load_student(directory: str | Path) -> RoutedStudent:
     directory = Path(directory)
     config = _read_config(directory, STUDENT_FORMAT)
+    if (plugin := _external_of(config)) is not None:
+        return plugin.load_student(directory, config)
     backbone = _build_teacher(config.get("teacher", {}), directory)
     try:
         router_cfg = from_dict(RouterConfig, config.get("router", {}))

@@ -33,6 +33,7 @@ from ..core.config import (
     to_dict,
 )
 from ..ingest.config import ACTION_SOURCES, IngestConfig, IngestError
+from ..teachers.options import HFTeacherOptions
 
 FIELD_HELP: dict[str, str] = {
     "bags": "Rosbags to ingest: a rosbag2 directory, a .mcap/.db3/ROS 1 .bag file, a directory searched "
@@ -53,9 +54,10 @@ FIELD_HELP: dict[str, str] = {
     "max_gap_s": "A gap in images or actions longer than this splits an episode [s].",
     "min_episode_steps": "Episodes shorter than this are dropped (listed in the dataset summary) [steps].",
     "image_size": "Stored (square) image size; 0 = the teacher's input size [px].",
-    "teacher": "Teacher checkpoint directory (an actdistill teacher, e.g. from `actdistill train-teacher`); "
-               "'' = the teacher shipped with the package. Hugging Face transformers model directories are "
-               "not supported yet.",
+    "teacher": "Teacher: an actdistill teacher checkpoint (e.g. from `actdistill train-teacher`), or a Hugging Face "
+               "transformers model directory (LLaVA, Idefics3/SmolVLM, PaliGemma, Qwen2-VL, OpenVLA; detected from its "
+               "config.json, options in `hf_teacher`, see docs/hf_teachers.md); '' = the teacher shipped with the "
+               "package.",
     "train_teacher": "Train a TinyVLA teacher on the data first (into `output_dir/teacher`; `teacher` must be ''); "
                      "sizes and optimiser via `teacher_training.*`.",
     "keep_ratio": "Target fraction of decoder layers the student executes, in (0, 1] "
@@ -72,6 +74,10 @@ FIELD_HELP: dict[str, str] = {
     "distill": "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
                "`distill.router.threshold`, `distill.student.lr`, `distill.student.checkpoint_every`, "
                "`distill.held_out_fraction`.",
+    "hf_teacher": "With a transformers model directory as `teacher`: the adapter's options, e.g. `hf_teacher.head` "
+                  "(regression, tokens, flow: a new head fitted on the demos first; action_tokens: OpenVLA's own), "
+                  "`hf_teacher.chunk_size`, `hf_teacher.prompt`, `hf_teacher.unnorm_key`, "
+                  "`hf_teacher.trust_remote_code`, `hf_teacher.dtype` (docs/hf_teachers.md).",
     "teacher_training": "Advanced, with `train_teacher`: TeacherTrainConfig fields, e.g. "
                         "`teacher_training.model.num_layers`, `teacher_training.optim.epochs`.",
 }
@@ -117,6 +123,7 @@ class DistillJobConfig:
     report_eval_samples: int = 200
     report_latency_iters: int = 20
     distill: dict[str, Any] = field(default_factory=dict)
+    hf_teacher: dict[str, Any] = field(default_factory=dict)
     teacher_training: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -141,6 +148,9 @@ class DistillJobConfig:
                               "output_dir/teacher)")
         if self.teacher_training and not self.train_teacher:
             raise ConfigError("teacher_training.*: only used with train_teacher: true")
+        if self.hf_teacher and not self.teacher.strip():
+            raise ConfigError("hf_teacher.*: only used when `teacher` is a transformers model directory")
+        self.hf_teacher_options()
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         for name in ("epochs", "probe_epochs", "batch_size", "report_latency_iters"):
@@ -171,6 +181,10 @@ class DistillJobConfig:
         # on top of DistillConfig's own defaults (probe and student have different optimiser defaults)
         data = deep_merge(to_dict(DistillConfig()), _nested(self.distill, "distill"))
         return from_dict(DistillConfig, deep_merge(data, simple), prefix="distill.")
+
+    def hf_teacher_options(self) -> HFTeacherOptions:
+        """The transformers-teacher options (``hf_teacher.*``)."""
+        return from_dict(HFTeacherOptions, _nested(self.hf_teacher, "hf_teacher"), prefix="hf_teacher.")
 
     def teacher_train_config(self) -> TeacherTrainConfig:
         _reject_owned("teacher_training", self.teacher_training, TEACHER_OWNED)

@@ -4,7 +4,8 @@ Output directory layout::
 
     dataset/            the ingested EpisodeDataset + ingest_summary.json (reused while the bags
                         and the ingest settings are unchanged)
-    teacher/            only with train_teacher: the trained teacher checkpoint
+    teacher/            with train_teacher: the trained teacher checkpoint; with a transformers model
+                        directory as teacher: that model + its action head (see teachers/pipeline.py)
     runs/               resumable stage state: <stage>_state.pt, <stage>_metrics.jsonl,
                         <stage>_done.json, teacher_records.safetensors, job.json
     student/            the exported student (config.json + model.safetensors)
@@ -193,11 +194,11 @@ def check_teacher(cfg: DistillJobConfig) -> tuple[Path, int]:
     except ValueError as exc:
         raise DistillJobError(f"{what}: config.json is not valid JSON ({exc})") from exc
     fmt = info.get("format") if isinstance(info, dict) else None
+    if fmt is None and isinstance(info, dict) and "model_type" in info:
+        return path, _check_hf_teacher(cfg, path)
     if fmt is None:
-        raise DistillJobError(
-            f"{what}: config.json has no actdistill 'format': this looks like a Hugging Face transformers "
-            "model directory. Transformers teachers are not supported yet; use an actdistill teacher "
-            "checkpoint (`actdistill train-teacher`) or train_teacher: true")
+        raise DistillJobError(f"{what}: config.json has neither an actdistill 'format' nor a transformers "
+                              "'model_type': not a teacher checkpoint or model directory")
     if fmt == STUDENT_FORMAT:
         raise DistillJobError(f"{what}: is a student checkpoint ({STUDENT_FORMAT}), a teacher is needed")
     if fmt != TEACHER_FORMAT:
@@ -207,6 +208,28 @@ def check_teacher(cfg: DistillJobConfig) -> tuple[Path, int]:
     except CheckpointError as exc:
         raise DistillJobError(f"teacher: {exc}") from exc
     return path, int(teacher.cfg.image_size)
+
+
+def _check_hf_teacher(cfg: DistillJobConfig, path: Path) -> int:
+    """A transformers model directory as the teacher: its files, architecture and processor (no weights
+    loaded yet); -> the image size its processor wants."""
+    from ..teachers.model_dir import inspect_model_dir
+    from ..teachers.processors import load_processor, processor_image_size
+
+    options = cfg.hf_teacher_options()
+    try:
+        inspect_model_dir(path, options.trust_remote_code)
+        processor = load_processor(path, options.trust_remote_code)
+    except CheckpointError as exc:
+        raise DistillJobError(f"teacher: {exc}") from exc
+    return options.image_size or processor_image_size(processor.image_processor)
+
+
+def is_hf_teacher(cfg: DistillJobConfig) -> bool:
+    """``teacher`` is a transformers model directory (not an actdistill checkpoint)."""
+    from ..teachers.model_dir import is_hf_model_dir
+
+    return bool(cfg.teacher.strip()) and is_hf_model_dir(Path(cfg.teacher).expanduser())
 
 
 def train_samples(dataset_dir: Path, held_out_fraction: float) -> int:
@@ -267,7 +290,9 @@ class _Job:
         self.stop_after = dict(stop_after or {})
         self.out = Path(cfg.output_dir).expanduser()
         self.runs = self.out / "runs"
-        stages = ["ingest", *(["teacher"] if cfg.train_teacher else []), "probe", "student", "export", "report"]
+        self.hf_teacher = is_hf_teacher(cfg)
+        with_teacher = cfg.train_teacher or self.hf_teacher
+        stages = ["ingest", *(["teacher"] if with_teacher else []), "probe", "student", "export", "report"]
         self.emit = _Progress(progress, stages)
         self.distill_cfg = cfg.distill_config()
         self.teacher_cfg = cfg.teacher_train_config() if cfg.train_teacher else None
@@ -396,6 +421,36 @@ class _Job:
             self._timed("teacher", started)
         return teacher_dir
 
+    def hf_teacher_stage(self, dataset_dir: Path, model_dir: Path) -> bool:
+        """Transformers model + action head -> out/teacher (a new head is fitted first); True when done."""
+        from ..teachers.pipeline import prepare_hf_teacher
+
+        started = time.monotonic()
+        if (self.runs / "teacher_done.json").is_file() and (self.out / "teacher" / "config.json").is_file():
+            self.emit("teacher", "skipped", message="transformers teacher already prepared")
+            return True
+        from ..teachers.options import CORE_HEADS
+
+        options = self.cfg.hf_teacher_options()
+        fitting = options.head in CORE_HEADS  # a new head is fitted on the demos; action_tokens is the model's own
+        total = options.head_epochs * batches_per_epoch(
+            train_samples(dataset_dir, self.distill_cfg.held_out_fraction), self.cfg.batch_size) if fitting else 0
+        self.emit("teacher", "started", total=total, fraction=0.0, message=f"{model_dir}: {options.head} head")
+        watcher = _MetricsWatcher(self.runs / "teacher_metrics.jsonl", "teacher", total, self.emit).start()
+        try:
+            _, done = prepare_hf_teacher(dataset_dir, model_dir, self.out, options, batch_size=self.cfg.batch_size,
+                                         held_out_fraction=self.distill_cfg.held_out_fraction,
+                                         device=self.cfg.device, seed=self.distill_cfg.student.seed,
+                                         stop_after=self.stop_after.get("teacher"))
+        except CheckpointError as exc:
+            raise DistillJobError(f"teacher: {exc}") from exc
+        except torch.OutOfMemoryError as exc:  # the message names the stage and what to change
+            raise DistillJobError(str(exc)) from exc
+        finally:
+            watcher.stop()
+            self._timed("teacher", started)
+        return done
+
     def distill(self, dataset_dir: Path, teacher_dir: Path) -> dict[str, Any]:
         dcfg = self.distill_cfg
         n_train = train_samples(dataset_dir, dcfg.held_out_fraction)
@@ -438,6 +493,8 @@ class _Job:
                                       stop_after={k: v for k, v in self.stop_after.items() if k in totals})
         except DatasetError as exc:
             raise DistillJobError(f"dataset: {exc}") from exc
+        except torch.OutOfMemoryError as exc:
+            raise DistillJobError(str(exc)) from exc
         finally:
             for stage in list(watchers):
                 finish(stage)
@@ -455,6 +512,8 @@ class _Job:
             teacher_dir, image_size = check_teacher(cfg)
             where = "built-in" if not cfg.teacher.strip() else str(teacher_dir.resolve())
             teacher_identity = {"path": where, "config": _sha(teacher_dir / "config.json")}
+            if self.hf_teacher:
+                teacher_identity["hf_teacher"] = to_dict(cfg.hf_teacher_options())
         self._check_identity(self._identity(None, teacher_identity))  # before any data work
 
         dataset_dir, summary = self.dataset(image_size)
@@ -466,6 +525,13 @@ class _Job:
         if cfg.train_teacher:
             teacher_dir = self.teacher(dataset_dir)
             if not (self.runs / "teacher_done.json").is_file():
+                self.emit("teacher", "stopped", message="stopped before the end (stop_after)")
+                return JobResult(self.out, dataset_dir, teacher_dir, student_dir, False, "teacher",
+                                 seconds=self.seconds)
+            self.emit("teacher", "done")
+        elif self.hf_teacher:
+            model_dir, teacher_dir = teacher_dir, self.out / "teacher"
+            if not self.hf_teacher_stage(dataset_dir, model_dir):
                 self.emit("teacher", "stopped", message="stopped before the end (stop_after)")
                 return JobResult(self.out, dataset_dir, teacher_dir, student_dir, False, "teacher",
                                  seconds=self.seconds)

@@ -8,7 +8,7 @@ Run::
 
 or ``ros2 launch actdistill_ros distill.launch.py bags:=... output_dir:=...``. The parameters are
 the keys of :class:`~actdistill_ros.distill_job.DistillJobConfig` (the same file works with
-``actdistill distill --config``); nested ``distill.*``/``teacher_training.*`` keys come from the
+``actdistill distill --config``); nested ``distill.*``/``hf_teacher.*``/``teacher_training.*`` keys come from the
 params file or ``-p distill.loss.gamma:=3.0``. An undeclared parameter is an error, as an unknown
 key is for the CLI.
 
@@ -50,7 +50,7 @@ from actdistill_ros.distill_job.config import field_docs, unflatten
 
 NODE_NAME = "distill_node"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
-NESTED_KEYS = ("distill", "teacher_training")  # only as dotted parameters (distill.loss.gamma)
+NESTED_KEYS = ("distill", "hf_teacher", "teacher_training")  # only as dotted parameters (distill.loss.gamma)
 ROS_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 LOG_EVERY_S = 5.0  # console lines for "running" events (the topic gets every event)
 # After the last event: wait up to DISCOVERY_S for a subscriber to be matched (one started with the

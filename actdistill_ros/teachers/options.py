@@ -1,0 +1,66 @@
+"""Options of a transformers VLM teacher (the distillation config's ``hf_teacher.*`` keys).
+
+Kept free of heavy imports: the job config validates these before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.config import ActionHeadConfig, ConfigError, from_dict
+
+CORE_HEADS = ("regression", "tokens", "flow")  # core.action_heads, on top of the final hidden states
+HEAD_TYPES = [*CORE_HEADS, "action_tokens"]  # extended by teachers.action_heads.register_action_head
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class HFTeacherOptions:
+    """How a transformers image-text-to-text model becomes a VLA teacher."""
+
+    # regression | tokens | flow: core's action heads (core/action_heads.py) on the final hidden
+    # states, new and fitted on the demos (backbone frozen) before distillation; their settings
+    # (width, bins, flow_steps...) in ``head_config``. action_tokens: OpenVLA's own discrete
+    # action tokens (the last 256 vocabulary ids) decoded by the model's LM head and de-normalised
+    # with the checkpoint's dataset statistics (``unnorm_key``): nothing new to fit.
+    head: str = "regression"
+    head_config: dict[str, Any] = field(default_factory=dict)  # ActionHeadConfig fields except kind
+    chunk_size: int = 4  # future actions per pass (action_tokens: 7 tokens per action, OpenVLA uses 1)
+    # prompt template: "{instruction}" is replaced by the instruction and "{image}" by the
+    # family's image placeholder; '' = the family default (OpenVLA's "In: What action ..." for openvla)
+    prompt: str = ""
+    max_text_tokens: int = 48  # instruction tokens beyond the template; longer instructions are an error
+    image_size: int = 0  # square input size the images are resized to; 0 = from the image processor
+    trust_remote_code: bool = False  # run Python code shipped in the model directory (OpenVLA's Prismatic)
+    dtype: str = "auto"  # weights dtype when loading: auto (as stored), float32, bfloat16, float16
+    unnorm_key: str = ""  # action_tokens: dataset statistics to de-normalise with ('' = the only one)
+    constrain_action_tokens: bool = False  # action_tokens: argmax over the 256 action ids only (OpenVLA: no)
+    head_epochs: int = 5  # regression/tokens/flow: epochs fitting the new head on the demos (backbone frozen)
+    head_lr: float = 1e-3
+
+    def validate(self) -> None:
+        if self.head not in HEAD_TYPES:
+            raise ConfigError(f"hf_teacher.head: {self.head!r}, expected one of {', '.join(HEAD_TYPES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ConfigError(f"hf_teacher.dtype: {self.dtype!r}, expected one of {', '.join(DTYPE_NAMES)}")
+        for name in ("chunk_size", "max_text_tokens", "head_epochs"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"hf_teacher.{name} must be > 0, got {getattr(self, name)}")
+        if self.image_size < 0:
+            raise ConfigError(
+                f"hf_teacher.image_size must be >= 0 (0 = from the image processor), got {self.image_size}"
+            )
+        if not self.head_lr > 0:
+            raise ConfigError(f"hf_teacher.head_lr must be > 0, got {self.head_lr}")
+        if self.head in CORE_HEADS:
+            self.core_head_config()
+        elif self.head_config:
+            raise ConfigError(f"hf_teacher.head_config: only used with the core heads ({', '.join(CORE_HEADS)})")
+        if self.prompt and "{instruction}" not in self.prompt:
+            raise ConfigError("hf_teacher.prompt must contain '{instruction}' (where the instruction goes)")
+
+    def core_head_config(self) -> ActionHeadConfig:
+        if "kind" in self.head_config:
+            raise ConfigError("hf_teacher.head_config.kind: set hf_teacher.head instead")
+        return from_dict(ActionHeadConfig, {**self.head_config, "kind": self.head}, prefix="hf_teacher.head_config.")

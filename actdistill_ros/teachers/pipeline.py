@@ -1,0 +1,68 @@
+"""The teacher stage for a transformers model directory: model + action head -> a teacher checkpoint.
+
+A ``regression`` / ``tokens`` / ``flow`` head is new, so it is first fitted on the training
+demonstrations by behaviour cloning with its own task loss, the VLM frozen (core's
+``train_teacher``: resumable, marked done in ``runs/teacher_done.json``). The ``action_tokens``
+head is the model's own (OpenVLA) and its statistics come from the checkpoint: nothing to fit.
+The result is written to ``out_dir/teacher`` (referencing the source model, see :mod:`.export`),
+which the distillation stages then load like any teacher checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..core.checkpoint import save_teacher
+from ..core.config import OptimConfig, to_dict
+from ..core.device import resolve_device
+from ..core.pipeline import _dataset_provenance, _split
+from ..core.training import evaluate, mark_done, stage_done, train_teacher
+from .loading import load_hf_teacher
+from .options import HFTeacherOptions
+
+log = logging.getLogger(__name__)
+
+
+def prepare_hf_teacher(
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    options: HFTeacherOptions,
+    batch_size: int = 32,
+    held_out_fraction: float = 0.15,
+    device: str = "auto",
+    seed: int = 0,
+    stop_after: int | None = None,
+) -> tuple[Path, bool]:
+    """-> (``out_dir/teacher``, finished). Skipped when ``runs/teacher_done.json`` exists."""
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "runs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    teacher_dir = out_dir / "teacher"
+    if stage_done(run_dir, "teacher") and (teacher_dir / "config.json").is_file():
+        log.info("transformers teacher already prepared: %s", teacher_dir)
+        return teacher_dir, True
+    torch.manual_seed(seed)
+    teacher = load_hf_teacher(model_dir, options)
+    train, held_out = _split(dataset_dir, held_out_fraction, teacher)
+    teacher.to(resolve_device(device))
+    info: dict = {"model_dir": str(Path(model_dir).resolve()), "head": options.head}
+    if getattr(teacher.action_head, "needs_fitting", False):
+        teacher.model.requires_grad_(False)  # the VLM stays as it is; only the new head learns
+        optim = OptimConfig(epochs=options.head_epochs, batch_size=batch_size, lr=options.head_lr, seed=seed)
+        result = train_teacher(teacher, train, optim, run_dir, stop_after=stop_after)
+        if not result.finished:
+            return teacher_dir, False
+        teacher = result.model or teacher
+        info["head_fitting"] = {
+            "steps": result.steps,
+            "final": result.history[-1] if result.history else {},
+            "optim": to_dict(optim),
+        }
+    info["held_out"] = evaluate(teacher, held_out, routed=False)
+    save_teacher(teacher.cpu(), teacher_dir, extra={"training": {**info, "dataset": _dataset_provenance(dataset_dir)}})
+    mark_done(run_dir, "teacher", {"steps": info.get("head_fitting", {}).get("steps", 0), "held_out": info["held_out"]})
+    return teacher_dir, True
