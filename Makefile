@@ -1,5 +1,5 @@
 # Entry points. Every target sets up .venv first (idempotent: a no-op when nothing changed).
-.PHONY: setup test demo demo-default lint shipped-checkpoints
+.PHONY: setup test demo demo-quick eval demo-offline demo-default lint shipped-checkpoints
 
 setup:
 	bash scripts/setup_env.sh
@@ -9,20 +9,34 @@ test: setup
 	.venv/bin/python -m ruff check .
 	.venv/bin/python -m pytest -q
 
-# the main job on the embedded default: synthetic demonstrations -> teacher -> student -> benchmark
+# the main job on the embedded default (simulated arm, all over ROS 2): record teleop demos to
+# mcap -> train the TinyVLA teacher -> distil the routed student -> closed-loop eval of both
 demo: setup
+	.venv/bin/actdistill sim-job --out runs/sim_job --device cpu
+
+# the same chain in a few minutes (too little training for a good policy)
+demo-quick: setup
+	.venv/bin/actdistill sim-job --quick --out runs/sim_job_quick --device cpu
+
+# closed loop of the shipped teacher and student (50 seeded episodes per task + handoff)
+eval: setup
+	.venv/bin/actdistill eval --out runs/eval --json runs/eval/eval.json --device cpu
+
+# offline only (no ROS, no simulator): synthetic images -> teacher -> student -> benchmark
+demo-offline: setup
 	.venv/bin/actdistill demo --quick --out runs/demo
 
-# the benchmark size (README table); the teacher wants a GPU (hours on a 2-core CPU)
+# the offline benchmark size (README table); the teacher wants a GPU (hours on a 2-core CPU)
 demo-default: setup
 	.venv/bin/actdistill demo --preset default --out runs/default
 
-# regenerate the small checkpoints shipped in actdistill_ros/assets (the policy node's default)
+# regenerate the checkpoints shipped in actdistill_ros/assets (the policy node's default):
+# teacher and student of the main job, seed 0
 shipped-checkpoints: setup
-	.venv/bin/actdistill demo --quick --out runs/shipped --device cpu --threads 2
+	.venv/bin/actdistill sim-job --out runs/shipped --device cpu --seed 0
 	rm -rf actdistill_ros/assets/teacher_default actdistill_ros/assets/student_default
-	cp -r runs/shipped/teacher actdistill_ros/assets/teacher_default
-	cp -r runs/shipped/student actdistill_ros/assets/student_default
+	cp -r runs/shipped/distill/teacher actdistill_ros/assets/teacher_default
+	cp -r runs/shipped/distill/student actdistill_ros/assets/student_default
 
 lint: setup
 	.venv/bin/python -m ruff check .

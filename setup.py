@@ -14,7 +14,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["assets/**/*", "assets/*"]},
+    package_data={PACKAGE: ["assets/**/*", "assets/*"], f"{PACKAGE}.sim": ["assets/*.xml"]},
     data_files=[
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
@@ -25,6 +25,7 @@ setup(
     install_requires=[
         "torch>=2.2",
         "transformers>=4.45",
+        "peft>=0.13",  # LoRA adapters for memory-aware training (memory.lora_rank)
         "safetensors>=0.4",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
@@ -33,6 +34,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",
+        "mujoco>=3.1",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},
     entry_points={
@@ -40,6 +42,9 @@ setup(
             "actdistill = actdistill_ros.cli:main",
             "policy_node = actdistill_ros.nodes.policy_node:main",
             "distill_node = actdistill_ros.nodes.distill_node:main",
+            "sim_node = actdistill_ros.nodes.sim_node:main",
+            "teleop_expert_node = actdistill_ros.nodes.teleop_expert_node:main",
+            "bag_recorder_node = actdistill_ros.nodes.bag_recorder_node:main",
         ]
     },
 )

@@ -91,6 +91,52 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_sim_demos(args) -> int:
+    from .sim_ros.record import RecordConfig, record_demonstrations
+
+    cfg = RecordConfig(episodes=args.episodes, seed=args.seed, tasks=args.tasks, storage=args.storage,
+                       image_size=args.image_size, real_time_factor=args.real_time_factor)
+    summary = record_demonstrations(args.out, cfg)
+    print(f"{len(summary['episodes'])} episodes in {args.out / 'bags'} "
+          f"(expert success {summary['expert_success_rate']:.0%}); summary: {args.out / 'record_summary.json'}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .core.checkpoint import default_student_path, default_teacher_path
+    from .sim_ros.closed_loop import EvalConfig, evaluate
+    from .sim_ros.report import eval_markdown
+
+    episodes = args.episodes if args.episodes is not None else (3 if args.quick else 50)
+    cfg = EvalConfig(episodes=episodes, seed=args.seed, tasks=args.tasks, device=args.device,
+                     real_time_factor=args.real_time_factor)
+    result = evaluate(args.teacher or default_teacher_path(), args.student or default_student_path(), cfg,
+                      args.out, handoff=not args.no_handoff)
+    markdown = eval_markdown(result)
+    print(markdown)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval.md").write_text(markdown)
+    json_path = args.json or args.out / "eval.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _cmd_sim_job(args) -> int:
+    from .sim_ros.main_job import run_main_job
+
+    run_main_job(args.out, preset="quick" if args.quick else "default", seed=args.seed, device=args.device,
+                 eval_episodes=args.eval_episodes, log=lambda line: print(line, flush=True))
+    print(f"outputs in {args.out}: demos/bags, distill/ (teacher, student, report), eval.json, eval.md")
+    return 0
+
+
+def _add_sim_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="episode layouts are drawn from this seed")
+    p.add_argument("--tasks", default="all", help="'all' or one task name (reach_red, reach_green, reach_blue)")
+    p.add_argument("--real-time-factor", type=float, default=None, help="simulated seconds per wall second")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actdistill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +190,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("sim-demos", help="record scripted-teleop demonstrations of the simulated arm to rosbags")
+    p.add_argument("--out", type=Path, required=True, help="bags go to OUT/bags, plus record_summary.json")
+    p.add_argument("--episodes", type=int, default=60)
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    p.add_argument("--image-size", type=int, default=64)
+    _add_sim_args(p)
+    p.set_defaults(func=_cmd_sim_demos, real_time_factor=5.0)
+
+    p = sub.add_parser("eval", help="closed loop over DDS: teacher vs student driving the simulated arm")
+    p.add_argument("--teacher", type=Path, help="teacher checkpoint (default: the shipped one)")
+    p.add_argument("--student", type=Path, help="student checkpoint (default: the shipped one)")
+    p.add_argument("--episodes", type=int, help="seeded episodes per task (default 50; 3 with --quick)")
+    p.add_argument("--quick", action="store_true", help="3 episodes per task")
+    p.add_argument("--json", type=Path, help="write the result JSON here (default OUT/eval.json)")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="eval.md, eval.json and node logs")
+    p.add_argument("--device", default="auto", help="policy node device")
+    p.add_argument("--no-handoff", action="store_true", help="skip the teleop/autonomy handoff scenario")
+    _add_sim_args(p)
+    p.set_defaults(func=_cmd_eval, real_time_factor=2.0)
+
+    p = sub.add_parser("sim-job", help="the main job: record demos -> teacher -> student -> closed-loop eval")
+    p.add_argument("--out", type=Path, default=Path("runs/sim_job"))
+    p.add_argument("--quick", action="store_true", help="a few minutes; too little training for a good policy")
+    p.add_argument("--device", default="auto", help="training and policy device")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-episodes", type=int, help="episodes per task (default: the preset's)")
+    p.set_defaults(func=_cmd_sim_job)
     return parser
 
 

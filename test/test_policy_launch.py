@@ -11,6 +11,7 @@ from pathlib import Path
 from launch_helpers import declared_launch_arguments
 
 LAUNCH_FILE = Path(__file__).resolve().parent.parent / "launch" / "policy.launch.py"
+SIM_LAUNCH_FILE = LAUNCH_FILE.with_name("sim.launch.py")
 EXPECTED_ARGS = {
     "checkpoint",
     "device",
@@ -37,7 +38,7 @@ class _Recorder:
         self.args, self.kwargs = args, kwargs
 
 
-def _load_with_stand_ins(monkeypatch, share_dir: str):
+def _load_with_stand_ins(monkeypatch, share_dir: str, launch_file: Path = LAUNCH_FILE):
     launch = types.ModuleType("launch")
     launch.LaunchDescription = lambda entities: list(entities)
     actions = types.ModuleType("launch.actions")
@@ -69,7 +70,7 @@ def _load_with_stand_ins(monkeypatch, share_dir: str):
         "ament_index_python.packages": packages,
     }.items():
         monkeypatch.setitem(sys.modules, name, mod)
-    spec = importlib.util.spec_from_file_location("policy_launch_under_test", LAUNCH_FILE)
+    spec = importlib.util.spec_from_file_location(f"{launch_file.stem.replace('.', '_')}_under_test", launch_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -126,3 +127,25 @@ def test_node_setup_overrides_and_remaps(monkeypatch):
         ("action", "ee_action"),
     ]
     assert kw["arguments"][-1] == "debug"
+
+
+def test_sim_launch_wires_the_sim_to_the_policy_node_on_simulated_time(monkeypatch, tmp_path):
+    py_compile.compile(str(SIM_LAUNCH_FILE), cfile=str(tmp_path / "sim.launch.pyc"), doraise=True)
+    module = _load_with_stand_ins(monkeypatch, "/opt/share", SIM_LAUNCH_FILE)
+    description = module.generate_launch_description()
+    opaque = [d for d in description if type(d).__name__ == "OpaqueFunction"][0]
+    sim, policy = opaque.kwargs["function"](_context(description))
+    assert (sim.kwargs["executable"], policy.kwargs["executable"]) == ("sim_node", "policy_node")
+    assert policy.kwargs["remappings"] == [("image", "camera/image_raw")]
+    file_params, overrides = policy.kwargs["parameters"]
+    assert file_params == "/opt/share/actdistill_ros/config/policy.yaml"
+    assert overrides["use_sim_time"] is True and overrides["initial_mode"] == "autonomy"
+    assert "checkpoint" not in overrides  # the shipped student
+    assert sim.kwargs["parameters"] == [{"real_time_factor": 1.0, "initial_seed": 0}]
+
+    nodes = opaque.kwargs["function"](_context(description, teleop="true", checkpoint="/ckpt/teacher"))
+    assert [n.kwargs["executable"] for n in nodes] == ["sim_node", "policy_node", "teleop_expert_node"]
+    assert nodes[1].kwargs["parameters"][1]["checkpoint"] == "/ckpt/teacher"
+    setup_py = (LAUNCH_FILE.parent.parent / "setup.py").read_text()
+    for node in nodes:
+        assert f"{node.kwargs['executable']} = actdistill_ros.nodes." in setup_py

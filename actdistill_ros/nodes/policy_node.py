@@ -131,7 +131,7 @@ class PolicyNode(Node):
         self._executor = ChunkExecutor(self.cfg.temporal_ensemble, self.cfg.ensemble_k)
         self._handoff = HandoffController(HandoffConfig(self.cfg.deadband, self.cfg.ramp_s), self.cfg.initial_mode)
         self._last_gripper = self.cfg.limits.gripper_min
-        self._ticks: deque[float] = deque()  # monotonic times of the recent ticks (rate measurement)
+        self._ticks: deque[float] = deque()  # node-clock times of the recent ticks (rate measurement)
         self._rate_window_s = max(1.0, 3.0 * self.cfg.period_s)
 
         # -- ROS interfaces ------------------------------------------------------------------
@@ -197,11 +197,11 @@ class PolicyNode(Node):
     def _load_policy(self):
         # imported here so that `--help`-style failures and config errors do not pay for torch
         from actdistill_ros.core.checkpoint import CheckpointError
-        from actdistill_ros.core.policy import RoutedPolicy
+        from actdistill_ros.core.policies import load_policy
 
         where = self.cfg.checkpoint or "<shipped default student>"
         try:
-            policy = RoutedPolicy.load(self.cfg.checkpoint or None, device=self.cfg.device, dtype=self.cfg.dtype)
+            policy = load_policy(self.cfg.checkpoint or None, device=self.cfg.device, dtype=self.cfg.dtype)
         except CheckpointError as exc:
             raise ConfigError(f"parameter 'checkpoint': cannot load {where}: {exc}") from exc
         except (ValueError, RuntimeError) as exc:
@@ -426,12 +426,16 @@ class PolicyNode(Node):
     def _on_tick(self) -> None:
         cfg = self.cfg
         now = time.monotonic()
-        ros_now = self.get_clock().now().to_msg()
+        clock_now = self.get_clock().now()
+        ros_now = clock_now.to_msg()
+        tick_s = clock_now.nanoseconds * 1e-9
         with self._lock:
             # measured rate: ticks over the last second or so (robust to one late tick and the
-            # catch-up after it, unlike a filtered 1/dt)
-            self._ticks.append(now)
-            while now - self._ticks[0] > self._rate_window_s:
+            # catch-up after it, unlike a filtered 1/dt), on the node clock, so that it reads
+            # control steps per simulated second under use_sim_time. Staleness stays on the
+            # monotonic clock: a simulator that stops must stop the arm too.
+            self._ticks.append(tick_s)
+            while tick_s - self._ticks[0] > self._rate_window_s:
                 self._ticks.popleft()
             if self._chunk_pending is not None:
                 actions, stamp = self._chunk_pending

@@ -1,0 +1,263 @@
+"""sim_node: the simulated tabletop arm behind the same topics a real arm setup has.
+
+Run: ``sim_node --ros-args -p real_time_factor:=1.0`` (``ros2 launch actdistill_ros
+sim.launch.py`` starts it with the policy node).
+
+==================================  =========  ==============================================
+``camera/image_raw``                pub        sensor_msgs/Image rgb8, one per control step
+``instruction``                     pub        std_msgs/String (transient-local), on every reset
+``sim/episode``                     pub        actdistill_ros/SimEpisode, one per control step
+``/clock``                          pub        rosgraph_msgs/Clock: simulated time
+``action``                          sub        actdistill_ros/EndEffectorAction (the policy node)
+``servo/delta_twist_cmds``          sub        geometry_msgs/TwistStamped velocities (MoveIt Servo style)
+``gripper_command``                 sub        std_msgs/Float64 0 (open) .. 1 (closed), with the twist
+``sim/reset``                       srv        actdistill_ros/ResetEpisode (also mid-episode)
+==================================  =========  ==============================================
+
+Time: the node owns simulated time and publishes it on ``/clock``; other nodes follow it with
+``use_sim_time:=true``. A steady (wall) timer steps the world one control period at a time,
+``real_time_factor`` times faster than real time, so closed-loop evaluation can run faster
+than the robot would while every node still sees a 10 Hz world. The newest valid command is
+held (zero-order hold) for at most ``command_timeout_s`` of simulated time, then the gripper
+holds still. A command that is non-finite or out of range is rejected, counted (SimEpisode)
+and replaced by "hold still"; physics is never fed a bad value.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import TwistStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float64, String
+
+from actdistill_ros.core.config import ConfigError, from_dict
+from actdistill_ros.msg import EndEffectorAction, SimEpisode
+from actdistill_ros.sim.config import SimConfig
+from actdistill_ros.sim.gl_backend import RenderBackendError
+from actdistill_ros.sim.tabletop import TabletopSim
+from actdistill_ros.srv import ResetEpisode
+
+NODE_NAME = "sim_node"
+EXIT_CONFIG_ERROR = 2
+SIM_EPOCH_S = 1.0  # simulated time starts here: ROS treats time 0 as "not set"
+
+
+@dataclass
+class SimNodeConfig:
+    sim: SimConfig = field(default_factory=SimConfig)
+    real_time_factor: float = 1.0  # simulated seconds per wall second
+    command_timeout_s: float = 0.5  # hold a command at most this long (simulated time) [s]
+    initial_seed: int = 0  # first episode at start-up; -1 = wait for sim/reset
+    initial_task: str = ""  # '' = drawn from the seed
+    camera_frame_id: str = "front_camera"
+
+    def validate(self) -> None:
+        for name in ("real_time_factor", "command_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+
+
+def _declare(node: Node) -> SimNodeConfig:
+    """Declare every parameter (sim.* nested) with its dataclass default, then validate them all."""
+    values: dict[str, Any] = {}
+    defaults = SimNodeConfig()
+    for f in fields(SimNodeConfig):
+        if f.name == "sim":
+            values["sim"] = {s.name: node.declare_parameter(f"sim.{s.name}", getattr(defaults.sim, s.name)).value
+                             for s in fields(SimConfig)}
+        else:
+            values[f.name] = node.declare_parameter(f.name, getattr(defaults, f.name)).value
+    return from_dict(SimNodeConfig, values)
+
+
+class SimNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.cfg = _declare(self)
+        self.sim = TabletopSim(self.cfg.sim)
+        self.sim.render()  # fail at start-up, with the install hint, when no GL backend exists
+        self._period = self.cfg.sim.control_period_s
+        self._sim_time = SIM_EPOCH_S
+        self._episode = 0
+        self._command = self._hold()
+        self._command_time = -math.inf  # simulated time of the newest valid command
+        self._gripper = 0.0
+        self._last_rejection = ""
+
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._image_pub = self.create_publisher(Image, "camera/image_raw", reliable)
+        self._instruction_pub = self.create_publisher(String, "instruction", latched)
+        self._episode_pub = self.create_publisher(SimEpisode, "sim/episode", reliable)
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
+        self.create_subscription(EndEffectorAction, "action", self._on_action, 10)
+        self.create_subscription(TwistStamped, "servo/delta_twist_cmds", self._on_twist, 10)
+        self.create_subscription(Float64, "gripper_command", self._on_gripper, 10)
+        self.create_service(ResetEpisode, "sim/reset", self._on_reset)
+        if self.cfg.initial_seed >= 0:
+            self._reset(self.cfg.initial_seed, self.cfg.initial_task or None)
+        wall_period = self._period / self.cfg.real_time_factor
+        self._timer = self.create_timer(wall_period, self._on_tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"tabletop sim: {self.cfg.sim.control_rate_hz:g} Hz control, {self.cfg.sim.image_size} px camera, "
+            f"{self.cfg.real_time_factor:g}x real time")
+
+    # -- commands ---------------------------------------------------------------------------------
+    def _hold(self) -> np.ndarray:
+        return np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, getattr(self, "_gripper", 0.0)])
+
+    def _accept(self, command: np.ndarray) -> None:
+        reason = self.sim.check_command(command)
+        if reason is not None:
+            self._reject(reason)
+            return
+        self._command = command
+        self._command_time = self._sim_time
+
+    def _reject(self, reason: str) -> None:
+        self.sim.count_rejection()
+        self._last_rejection = reason
+        self._command = self._hold()
+        self.get_logger().warn(f"command rejected: {reason}", throttle_duration_sec=2.0)
+
+    def _on_action(self, msg: EndEffectorAction) -> None:
+        period = float(msg.control_period)
+        if not (math.isfinite(period) and period > 0):
+            self._reject(f"EndEffectorAction.control_period must be > 0, got {period}")
+            return
+        scale = self._period / period  # deltas span the message's period; we step ours
+        lin, ang = msg.linear, msg.angular
+        command = np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z], dtype=np.float64) * scale
+        if self._gripper_value_ok(float(msg.gripper)):
+            self._accept(np.append(command, float(msg.gripper)))
+
+    def _on_twist(self, msg: TwistStamped) -> None:
+        lin, ang = msg.twist.linear, msg.twist.angular
+        delta = np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z], dtype=np.float64) * self._period
+        self._accept(np.append(delta, self._gripper))
+
+    def _on_gripper(self, msg: Float64) -> None:
+        if self._gripper_value_ok(float(msg.data)):
+            self._gripper = float(msg.data)
+            self._command = self._command.copy()
+            self._command[6] = self._gripper
+
+    def _gripper_value_ok(self, value: float) -> bool:
+        if math.isfinite(value) and 0.0 <= value <= 1.0:
+            self._gripper = value
+            return True
+        self._reject(f"gripper {value} outside [0, 1]")
+        return False
+
+    # -- episodes ---------------------------------------------------------------------------------
+    def _reset(self, seed: int, task: str | None) -> None:
+        info = self.sim.reset(seed, task)
+        self._episode += 1
+        self._gripper = 0.0
+        self._command, self._command_time = self._hold(), -math.inf
+        self._last_rejection = ""
+        self._instruction_pub.publish(String(data=info.instruction))
+        self._publish_observation()
+        self.get_logger().info(f"episode {self._episode}: seed {seed}, {info.task}: '{info.instruction}'")
+
+    def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
+        try:
+            self._reset(int(request.seed), request.task or None)
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        assert self.sim.episode is not None
+        response.success, response.episode = True, self._episode
+        response.task, response.instruction = self.sim.episode.task, self.sim.episode.instruction
+        return response
+
+    # -- stepping ---------------------------------------------------------------------------------
+    def _on_tick(self) -> None:
+        if self.sim.episode is None:
+            self._publish_clock()
+            return
+        fresh = self._sim_time - self._command_time <= self.cfg.command_timeout_s
+        self.sim.step(self._command if fresh else self._hold())
+        self._sim_time += self._period
+        self._publish_observation()
+
+    def _stamp(self):
+        return Time(nanoseconds=int(round(self._sim_time * 1e9))).to_msg()
+
+    def _publish_clock(self) -> None:
+        self._clock_pub.publish(ClockMsg(clock=self._stamp()))
+
+    def _publish_observation(self) -> None:
+        stamp = self._stamp()
+        self._clock_pub.publish(ClockMsg(clock=stamp))
+        rgb = self.sim.render()
+        image = Image()
+        image.header.stamp, image.header.frame_id = stamp, self.cfg.camera_frame_id
+        image.height, image.width = rgb.shape[:2]
+        image.encoding, image.step = "rgb8", rgb.shape[1] * 3
+        image.data = rgb.tobytes()
+        self._image_pub.publish(image)
+        self._episode_pub.publish(self._episode_msg(stamp))
+
+    def _episode_msg(self, stamp) -> SimEpisode:
+        sim, info = self.sim, self.sim.episode
+        assert info is not None
+        msg = SimEpisode()
+        msg.header.stamp, msg.header.frame_id = stamp, "world"
+        msg.episode, msg.seed, msg.task, msg.instruction = self._episode, info.seed, info.task, info.instruction
+        msg.step, msg.max_steps = sim.steps, self.cfg.sim.max_episode_steps
+        msg.done, msg.success = sim.done, sim.success
+        msg.distance_to_goal = sim.distance_to_goal()
+        msg.rejected_commands, msg.rejected_commands_total = sim.rejected_in_episode, sim.rejected_total
+        msg.last_rejection = self._last_rejection
+        grip, goal = sim.grip_position(), sim.goal_position()
+        msg.grip_position.x, msg.grip_position.y, msg.grip_position.z = (float(v) for v in grip)
+        msg.goal_position.x, msg.goal_position.y, msg.goal_position.z = (float(v) for v in goal)
+        msg.gripper = sim.gripper_command()
+        return msg
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = SimNode()
+        except (ConfigError, RenderBackendError, ValueError) as exc:
+            print(f"{NODE_NAME}: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG_ERROR
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown(timeout_sec=1.0)
+        return 0
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Closed-loop evaluation: the policy node drives the simulated arm over DDS, episode by episode.
+
+Teacher and student are evaluated by the very same node, on the same seeded episodes (the
+same cube layouts and start poses, in the same order), so their success rates compare like
+for like. Latency, control rate and executed layers come from the node's own status topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+
+from actdistill_ros.core.checkpoint import read_checkpoint_info
+from actdistill_ros.sim.tasks import task_names
+
+from .driver import Driver
+from .processes import NodeGroup
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation layouts: disjoint from recording seeds (record.py)
+MODE_TELEOP, MODE_AUTONOMY = 0, 2
+SOURCE_HUMAN, SOURCE_POLICY, SOURCE_BLEND = 1, 2, 3
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 50  # per task
+    seed: int = 0
+    tasks: str = "all"
+    real_time_factor: float = 2.0  # simulated seconds per wall second
+    device: str = "auto"
+    episode_timeout_s: float = 120.0  # wall-clock guard per episode
+
+
+def eval_seed(seed: int, index: int) -> int:
+    """Episode ``index`` of every task uses the same layout, so tasks differ only in the instruction."""
+    return EVAL_SEED_OFFSET + seed * 100_000 + index
+
+
+def _image_size(checkpoint: str | Path) -> int:
+    return int(read_checkpoint_info(checkpoint)["teacher"]["model"]["image_size"])
+
+
+def _policy_params(checkpoint: str | Path, cfg: EvalConfig, initial_mode: str, ramp_s: float) -> dict:
+    return {"checkpoint": str(checkpoint), "device": cfg.device, "use_sim_time": True,
+            "initial_mode": initial_mode, "ramp_s": ramp_s, "warmup_iterations": 3}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path,
+                        log: Callable[[str], None] = print, label: str = "") -> dict:
+    """Success rate, episode length, latency, control rate (and executed layers) of one checkpoint."""
+    tasks = task_names(cfg.tasks)
+    rclpy.init()
+    try:
+        with NodeGroup(log_dir) as group:
+            group.start("sim_node", "sim", {"sim.image_size": _image_size(checkpoint), "initial_seed": -1,
+                                             "real_time_factor": cfg.real_time_factor})
+            group.start("policy_node", "policy", _policy_params(checkpoint, cfg, "autonomy", 0.0),
+                        remaps={"image": "camera/image_raw"})
+            driver = Driver(group)
+            try:
+                driver.spin_until(lambda: len(driver.statuses) > 0, 180, "the policy node (model loading)")
+                per_task: dict[str, dict] = {}
+                all_status = []
+                for task in tasks:
+                    outcomes = []
+                    for index in range(cfg.episodes):
+                        driver.statuses.clear()
+                        episode = driver.reset(eval_seed(cfg.seed, index), task).episode
+                        final = driver.wait_episode_done(episode, cfg.episode_timeout_s)
+                        outcomes.append((bool(final.success), int(final.step), int(final.rejected_commands)))
+                        all_status.extend(s for s in driver.statuses if s.mode == MODE_AUTONOMY)
+                    success = [o[0] for o in outcomes]
+                    per_task[task] = {"episodes": len(outcomes), "success_rate": float(np.mean(success)),
+                                      "mean_steps": float(np.mean([o[1] for o in outcomes])),
+                                      "rejected_commands": int(sum(o[2] for o in outcomes))}
+                    log(f"  {label or 'policy'} {task}: success {per_task[task]['success_rate']:.0%} "
+                        f"over {len(outcomes)} episodes, {per_task[task]['mean_steps']:.1f} steps on average")
+            finally:
+                driver.close()
+    finally:
+        rclpy.try_shutdown()
+    return _summary(per_task, all_status)
+
+
+def _summary(per_task: dict[str, dict], statuses: list) -> dict:
+    episodes = sum(t["episodes"] for t in per_task.values())
+    weighted = lambda key: sum(t[key] * t["episodes"] for t in per_task.values()) / max(1, episodes)  # noqa: E731
+    served = [s for s in statuses if not s.alarm and s.layers_total > 0]
+    latency = np.array([s.inference_latency_ms for s in served], dtype=np.float64)
+    rate = np.array([s.control_rate_hz for s in statuses if s.control_rate_hz > 0], dtype=np.float64)
+    layers = np.array([s.layers_executed / s.layers_total for s in served], dtype=np.float64)
+    flops = np.array([s.flops_ratio for s in served], dtype=np.float64)
+    return {
+        "episodes": episodes,
+        "success_rate": weighted("success_rate"),
+        "mean_steps": weighted("mean_steps"),
+        "latency_ms": float(latency.mean()) if latency.size else float("nan"),
+        "latency_p95_ms": float(np.percentile(latency, 95)) if latency.size else float("nan"),
+        "control_hz": float(np.median(rate)) if rate.size else float("nan"),
+        "executed_layer_fraction": float(layers.mean()) if layers.size else float("nan"),
+        "flops_ratio": float(flops.mean()) if flops.size else float("nan"),
+        "alarm_ticks": int(sum(1 for s in statuses if s.alarm)),
+        "rejected_commands": int(sum(t["rejected_commands"] for t in per_task.values())),
+        "tasks": per_task,
+    }
+
+
+def handoff_scenario(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path, teleop_steps: int = 3,
+                     autonomy_steps: int = 4) -> dict:
+    """Teleop start -> autonomy -> human override -> teleop finishes; what a real handover does.
+
+    The scripted human drives the first ``teleop_steps``, lets go while the operator switches to
+    AUTONOMY, then grabs the spacemouse again after ``autonomy_steps``: the policy node must hand
+    control back at once (a twist above the deadband), and the human completes the task."""
+    rclpy.init()
+    try:
+        with NodeGroup(log_dir) as group:
+            group.start("sim_node", "sim", {"sim.image_size": _image_size(checkpoint), "initial_seed": -1,
+                                             "real_time_factor": 1.0})
+            group.start("policy_node", "policy", _policy_params(checkpoint, cfg, "teleop", 0.3),
+                        remaps={"image": "camera/image_raw"})
+            group.start("teleop_expert_node", "teleop_expert", {"noise_m": 0.0})
+            driver = Driver(group)
+            try:
+                driver.watch_teleop()  # subscribe now: discovery must be done before the override
+                driver.spin_until(lambda: len(driver.statuses) > 0, 180, "the policy node (model loading)")
+                driver.set_parameter("teleop_expert", "enabled", False)
+                episode = driver.reset(eval_seed(cfg.seed, 0), task_names(cfg.tasks)[0]).episode
+                driver.set_parameter("teleop_expert", "enabled", True)
+                step_now = lambda: driver.episodes[episode].step if episode in driver.episodes else 0  # noqa: E731
+                driver.spin_until(lambda: step_now() >= teleop_steps, 60, "the teleop phase")
+                driver.set_parameter("teleop_expert", "enabled", False)
+                driver.set_mode(MODE_AUTONOMY, "handoff scenario: operator starts autonomy")
+                start = step_now()
+                driver.spin_until(lambda: step_now() >= start + autonomy_steps or driver.episodes[episode].done, 60,
+                                  "the autonomy phase")
+                driver.watch_teleop()  # re-arm: the expert was silent during autonomy
+                driver.set_parameter("teleop_expert", "enabled", True)  # the human grabs the spacemouse
+                driver.spin_until(lambda: driver.first_override_action is not None, 30, "the first override twist")
+                driver.spin_until(lambda: any(t.to_mode == MODE_TELEOP for t in driver.transitions[1:]), 30,
+                                  "the override back to teleop")
+                after = driver.first_override_action
+                driver.spin_until(lambda: any(a.source == SOURCE_HUMAN for a in driver.actions[after:]), 30,
+                                  "the first human command after the override")
+                ticks_to_human = next(i for i, a in enumerate(driver.actions[after:]) if a.source == SOURCE_HUMAN)
+                final = driver.wait_episode_done(episode, 60)
+                sources = [int(a.source) for a in driver.actions]
+            finally:
+                driver.close()
+    finally:
+        rclpy.try_shutdown()
+    return {
+        "transitions": [{"from": int(t.from_mode), "to": int(t.to_mode), "reason": t.reason}
+                        for t in driver.transitions],
+        "policy_commands": sources.count(SOURCE_POLICY) + sources.count(SOURCE_BLEND),
+        "human_commands": sources.count(SOURCE_HUMAN),
+        # commands the arm still got from the policy after the human's first twist reached the bus
+        "ticks_from_override_to_human_command": ticks_to_human,
+        "episode_success": bool(final.success),
+        "episode_steps": int(final.step),
+    }
+
+
+def evaluate(teacher: str | Path, student: str | Path, cfg: EvalConfig, out_dir: str | Path,
+             log: Callable[[str], None] = print, handoff: bool = True) -> dict:
+    """Teacher and student on the same episodes (+ the handoff scenario with the student)."""
+    out = Path(out_dir)
+    result: dict = {"config": asdict(cfg)}
+    for label, checkpoint in (("teacher", teacher), ("student", student)):
+        log(f"closed loop: {label} ({cfg.episodes} episodes per task)")
+        result[label] = evaluate_checkpoint(checkpoint, cfg, out / "logs" / label, log, label)
+    result["tasks"] = {task: {label: result[label]["tasks"][task] for label in ("teacher", "student")}
+                       for task in result["student"]["tasks"]}
+    if handoff:
+        log("handoff scenario: teleop -> autonomy -> human override -> teleop")
+        result["handoff"] = handoff_scenario(student, cfg, out / "logs" / "handoff")
+    return result
