@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from core_helpers import TINY
 
 from actdistill_ros.core.augment import batch_generator, random_shift
 from actdistill_ros.core.config import ConfigError, TeacherTrainConfig, from_dict, to_dict
+
+from core_helpers import TINY
 
 
 def test_shift_moves_content_and_repeats_the_border():

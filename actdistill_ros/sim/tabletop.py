@@ -133,7 +133,8 @@ class TabletopSim:
         """Colours shuffled over the slots, each cube jittered (at least 7 cm apart: never ambiguous)."""
         order = rng.permutation(len(COLOURS))
         jitter = rng.uniform(-CUBE_JITTER_M, CUBE_JITTER_M, (len(COLOURS), 2))
-        return {colour: CUBE_SLOTS[slot] + jitter[i] for i, (colour, slot) in enumerate(zip(COLOURS, order))}
+        slots = zip(COLOURS, order, strict=True)
+        return {colour: CUBE_SLOTS[slot] + jitter[i] for i, (colour, slot) in enumerate(slots)}
 
     # -- commands -----------------------------------------------------------------------------
     def check_command(self, action: np.ndarray) -> str | None:
