@@ -209,4 +209,10 @@ def read_checkpoint_info(directory: str | Path) -> dict:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info

@@ -23,14 +23,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import StoragePlugin, Writer
 from std_srvs.srv import Trigger
 
 from actdistill_ros.ingest.reader import default_typestore
+
+from .spin import run_node
 
 NODE_NAME = "bag_recorder_node"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -170,29 +170,7 @@ class BagRecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = BagRecorderNode()
-        except ValueError as exc:
-            print(f"{NODE_NAME}: error: {exc}", file=sys.stderr, flush=True)
-            return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-        return 0
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
+    return run_node(BagRecorderNode, NODE_NAME, (ValueError,), BagRecorderNode.close, args)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,11 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -75,13 +73,14 @@ from actdistill_ros.control.safety import make_safe
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
+from .spin import run_node
+
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # rclpy < 6 (Humble and older)
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 NODE_NAME = "policy_node"
-EXIT_CONFIG_ERROR = 2
 _MODE_NAMES = {m: m.name for m in Mode}
 
 
@@ -552,39 +551,8 @@ def _qos(depth: int, reliable: bool, latched: bool) -> QoSProfile:
     )
 
 
-def _make_executor():
-    """One Python executor thread: inference has its own thread, and every executor callback is
-    short. Measured here with 20 Hz images: the MultiThreadedExecutor's per-iteration Python work
-    (rebuilding the wait set, handing callbacks to a thread pool) plus the inference thread's
-    share of the GIL starved the 20 Hz control timer to 8 Hz; a single thread avoids the handoff."""
-    return SingleThreadedExecutor()
-
-
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = PolicyNode()
-        except ConfigError as exc:
-            print(f"{NODE_NAME}: error: {exc}", file=sys.stderr, flush=True)
-            return EXIT_CONFIG_ERROR
-        except KeyboardInterrupt:  # Ctrl-C during model loading / warm-up
-            return 0
-        executor = _make_executor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-        return 0
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(PolicyNode, NODE_NAME, (ConfigError,), PolicyNode.stop, args)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import TwistStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -49,8 +47,9 @@ from actdistill_ros.sim.gl_backend import RenderBackendError
 from actdistill_ros.sim.tabletop import TabletopSim
 from actdistill_ros.srv import ResetEpisode
 
+from .spin import run_node
+
 NODE_NAME = "sim_node"
-EXIT_CONFIG_ERROR = 2
 SIM_EPOCH_S = 1.0  # simulated time starts here: ROS treats time 0 as "not set"
 
 
@@ -235,29 +234,7 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = SimNode()
-        except (ConfigError, RenderBackendError, ValueError) as exc:
-            print(f"{NODE_NAME}: error: {exc}", file=sys.stderr, flush=True)
-            return EXIT_CONFIG_ERROR
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-        return 0
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
+    return run_node(SimNode, NODE_NAME, (ConfigError, RenderBackendError, ValueError), SimNode.close, args)
 
 if __name__ == "__main__":
     sys.exit(main())

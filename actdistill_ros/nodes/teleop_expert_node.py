@@ -20,14 +20,14 @@ import sys
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import TwistStamped
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64
 
 from actdistill_ros.msg import SimEpisode
 from actdistill_ros.sim.expert import ScriptedExpert
+
+from .spin import run_node
 
 NODE_NAME = "teleop_expert_node"
 
@@ -65,28 +65,7 @@ class TeleopExpertNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = TeleopExpertNode()
-        except ValueError as exc:
-            print(f"{NODE_NAME}: error: {exc}", file=sys.stderr, flush=True)
-            return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-
+    return run_node(TeleopExpertNode, NODE_NAME, (ValueError,), args=args)
 
 if __name__ == "__main__":
     sys.exit(main())
