@@ -58,14 +58,24 @@ def test_unknown_head_is_an_error_that_lists_the_valid_ones():
     assert from_dict(TinyVLAConfig, {}).action_head.kind == "regression"
 
 
-def test_shipped_checkpoints_load_as_regression_and_compute_the_original_head():
+def _legacy_teacher_checkpoint(directory):
+    """A teacher checkpoint as written before heads were configurable: no ``action_head`` key."""
+    torch.manual_seed(0)
+    save_teacher(TinyVLA(TINY).eval(), directory)
+    config = json.loads((directory / "config.json").read_text())
+    del config["teacher"]["model"]["action_head"]
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_legacy_checkpoints_load_as_regression_and_compute_the_original_head(tmp_path):
     """The head is recomputed by hand from the raw checkpoint tensors, the way the original
     ChunkActionHead did: attention pooling over valid tokens, then the MLP."""
-    assert "action_head" not in json.loads((default_teacher_path() / "config.json").read_text())["teacher"]["model"]
-    teacher = load_teacher(default_teacher_path())
-    student = load_student(default_student_path())
+    path = _legacy_teacher_checkpoint(tmp_path / "legacy")
+    teacher = load_teacher(path)
     assert isinstance(teacher.action_head, RegressionChunkHead) and teacher.cfg.action_head.kind == "regression"
-    raw = load_file(str(default_teacher_path() / "model.safetensors"))
+    assert teacher.cfg.action_head.spatial_dim == 0
+    raw = load_file(str(path / "model.safetensors"))
     rng = np.random.default_rng(0)
     size = teacher.cfg.image_size
     inputs = teacher.prepare(
@@ -83,6 +93,22 @@ def test_shipped_checkpoints_load_as_regression_and_compute_the_original_head():
         x = F.gelu(F.linear(pooled, raw["action_head.mlp.0.weight"], raw["action_head.mlp.0.bias"]))
         expected = F.linear(x, raw["action_head.mlp.2.weight"], raw["action_head.mlp.2.bias"]).view(3, -1, 7)
         assert torch.equal(actions, expected)
+
+
+def test_shipped_checkpoints_use_the_spatial_regression_head():
+    teacher, student = load_teacher(default_teacher_path()), load_student(default_student_path())
+    for model in (teacher, student.backbone):
+        head = model.action_head
+        assert isinstance(head, RegressionChunkHead) and head.spatial_tokens == model.vision.num_tokens > 0
+    inputs = teacher.prepare(np.zeros((64, 64, 3), np.uint8), ["reach the red cube"])
+    with torch.no_grad():
+        hidden, _ = teacher.run_layers(teacher.embed(inputs))
+        normed = teacher.final_norm(hidden)
+        layout = teacher.action_head.spatial(normed[:, : teacher.vision.num_tokens]).flatten(1)
+        mask = torch.ones(normed.shape[:2], dtype=torch.bool)
+        pooled = torch.einsum("bt,btd->bd", teacher.action_head.score(normed).squeeze(-1).softmax(-1), normed)
+        expected = teacher.action_head.mlp(torch.cat([pooled, layout], 1)).view(1, -1, 7)
+        assert torch.equal(teacher.action_head(normed, mask), expected)
         assert student.forward_routed(inputs).actions.shape == expected.shape
 
 
