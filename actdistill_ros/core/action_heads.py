@@ -62,9 +62,8 @@ class RegressionChunkHead(ActionHead):
     With ``spatial_dim > 0`` (and ``spatial_tokens`` vision tokens leading the sequence, as in
     TinyVLA) the MLP also reads every vision token, projected to ``spatial_dim`` and flattened
     in image order: an absolute-position read-out (as ACT-style heads keep the feature map's
-    layout). Measured on the simulated reach task (64 px, 8x8 patches, 6 x 128 decoder): the
-    pooled head stayed at the predict-the-mean loss for 800 steps, the spatial one halved it in
-    600."""
+    layout). On the simulated reach task the pooled head alone did not get past predicting the
+    mean action within a CPU training budget; with the spatial read-out the teacher learned it."""
 
     kind = "regression"
 

@@ -2,8 +2,8 @@
 
 Random shifts (DrQ-style: pad by replicating the border, crop back at a random offset) are the
 cheapest regulariser of visuomotor policies: small demonstration sets are otherwise memorised
-pixel for pixel. On the simulated reach task the teacher's training loss fell to 0.05 while its
-held-out loss stayed at 0.38 (predicting the mean: 0.43) without augmentation.
+pixel for pixel (seen on the simulated reach task: a low training loss, a held-out loss close to
+predicting the mean).
 """
 
 from __future__ import annotations

@@ -83,7 +83,11 @@ def _read_config(directory: Path, expected_format: str) -> dict:
     return config
 
 
-def _load_weights(directory: Path, module: nn.Module) -> None:
+def load_weights(directory: Path, module: nn.Module, skip_prefix: str = "") -> None:
+    """``model.safetensors`` into ``module``, strictly: every key, shape and value checked.
+
+    ``skip_prefix``: parameters under it are neither expected nor loaded here (the transformers
+    adapter keeps the VLM's own weights in ``hf/`` and loads them with ``from_pretrained``)."""
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
@@ -91,7 +95,7 @@ def _load_weights(directory: Path, module: nn.Module) -> None:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
-    expected = module.state_dict()
+    expected = {k: v for k, v in module.state_dict().items() if not (skip_prefix and k.startswith(skip_prefix))}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -109,7 +113,8 @@ def _load_weights(directory: Path, module: nn.Module) -> None:
             )
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"{weights_path}: key {key!r} holds non-finite values")
-    module.load_state_dict(tensors, strict=True)
+    result = module.load_state_dict(tensors, strict=not skip_prefix)
+    assert not result.unexpected_keys and all(k.startswith(skip_prefix) for k in result.missing_keys)
 
 
 def _external(kind: object):
@@ -155,7 +160,7 @@ def load_teacher(directory: str | Path) -> VLATeacher:
     if (plugin := _external_of(config)) is not None:
         return plugin.load_teacher(directory, config)
     teacher = _build_teacher(config.get("teacher", {}), directory)
-    _load_weights(directory, teacher)
+    load_weights(directory, teacher)
     return teacher.eval()
 
 
@@ -185,7 +190,7 @@ def load_student(directory: str | Path) -> RoutedStudent:
     except ConfigError as exc:
         raise CheckpointError(f"{directory}: bad router config: {exc}") from exc
     student = RoutedStudent(backbone, router_cfg)
-    _load_weights(directory, student)
+    load_weights(directory, student)
     inference = config.get("inference", {})
     try:
         student.set_budget(max_layers=inference.get("max_layers"), threshold=inference.get("threshold"))

@@ -23,7 +23,7 @@ WORKSPACE_HIGH = np.array([0.75, 0.25, 0.35])
 # Cubes stand in three slots across the table, colours shuffled, each jittered by up to 3 cm:
 # which slot holds "the red cube" is only known from the image and the instruction together.
 # (Fully random positions were tried first: a TinyVLA trained from scratch on a 2-core CPU
-# memorised the layouts of 300 demonstrations and reached a cube in under 10% of new ones.)
+# memorised the layouts of its demonstrations and rarely reached the cube in new episodes.)
 CUBE_SLOTS = np.array([[0.5, -0.13], [0.5, 0.0], [0.5, 0.13]])
 CUBE_JITTER_M = 0.03
 START_X, START_Y, START_Z = (0.38, 0.62), (-0.18, 0.18), (0.18, 0.28)  # gripper start area [m]

@@ -23,8 +23,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..core.checkpoint import (
@@ -34,6 +33,7 @@ from ..core.checkpoint import (
     TEACHER_FORMAT,
     WEIGHTS_FILE,
     CheckpointError,
+    load_weights,
 )
 from ..core.config import ConfigError, RouterConfig, from_dict, to_dict
 from ..core.student import RoutedStudent
@@ -55,31 +55,6 @@ def _non_model_state(module: nn.Module, skip: str) -> dict[str, torch.Tensor]:
 
 def _write_json(directory: Path, config: dict) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _load_rest(directory: Path, module: nn.Module, skip: str) -> None:
-    """Load ``model.safetensors`` into every key of ``module`` outside ``skip`` (strict on those)."""
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
-    expected = {k: v for k, v in module.state_dict().items() if not k.startswith(skip)}
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = ([f"missing keys {missing[:5]}"] if missing else []) + (
-            [f"unexpected keys {unexpected[:5]}"] if unexpected else []
-        )
-        raise CheckpointError(f"{path}: " + "; ".join(parts))
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{path}: key {key!r} has shape {list(value.shape)}, the model has {list(expected[key].shape)}"
-            )
-    result = module.load_state_dict(tensors, strict=False)
-    assert not result.unexpected_keys and all(k.startswith(skip) for k in result.missing_keys)
 
 
 def _copy_side_files(source: Path, target: Path) -> None:
@@ -150,7 +125,7 @@ def save_teacher(teacher: HFVLATeacher, directory: Path, extra: dict | None = No
 
 def load_teacher(directory: Path, config: dict) -> HFVLATeacher:
     teacher = _build(config["teacher"], directory)
-    _load_rest(directory, teacher, MODEL_PREFIX)
+    load_weights(directory, teacher, MODEL_PREFIX)
     return teacher.eval()
 
 
@@ -194,7 +169,7 @@ def load_student(directory: Path, config: dict) -> RoutedStudent:
     except ConfigError as exc:
         raise CheckpointError(f"{directory}: bad router config: {exc}") from exc
     student = RoutedStudent(backbone, router_cfg)
-    _load_rest(directory, student, "backbone." + MODEL_PREFIX)
+    load_weights(directory, student, "backbone." + MODEL_PREFIX)
     inference = config.get("inference", {})
     try:
         student.set_budget(max_layers=inference.get("max_layers"), threshold=inference.get("threshold"))
