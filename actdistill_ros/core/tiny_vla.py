@@ -10,6 +10,9 @@ regression (attention-pooled MLP, the default), discrete tokens or flow matching
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import cv2
 import numpy as np
 import torch
@@ -27,31 +30,57 @@ ChunkActionHead = RegressionChunkHead  # the original name of the regression hea
 class ByteTokenizer:
     """UTF-8 bytes as tokens: needs no download and no vocabulary file."""
 
+    kind = "bytes"
     PAD, BOS, EOS = 0, 1, 2
     OFFSET = 3
     vocab_size = 256 + OFFSET
+    unit = "bytes"
 
     def __init__(self, max_tokens: int) -> None:
         self.max_tokens = max_tokens
 
+    def pieces(self, text: str) -> list[int]:
+        return [b + self.OFFSET for b in text.encode("utf-8")]
+
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("instruction is empty")
-        ids = [self.BOS, *(b + self.OFFSET for b in text.strip().encode("utf-8")), self.EOS]
+        ids = [self.BOS, *self.pieces(text.strip()), self.EOS]
         if len(ids) > self.max_tokens:
             raise ValueError(
-                f"instruction is {len(ids) - 2} bytes long; this model takes at most "
+                f"instruction is {len(ids) - 2} {self.unit} long; this model takes at most "
                 f"{self.max_tokens - 2} (max_text_tokens={self.max_tokens})"
             )
         return ids
 
     def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (ids [B, max_tokens] int64 padded with PAD, mask [B, max_tokens] bool)."""
-        ids = torch.full((len(texts), self.max_tokens), self.PAD, dtype=torch.long)
-        for row, text in enumerate(texts):
-            encoded = self.encode(text)
-            ids[row, : len(encoded)] = torch.tensor(encoded)
+        """-> (ids [B, T] int64 padded with PAD to the longest text, mask [B, T] bool). Padding is
+        masked out of attention, so the width changes no output, only the cost."""
+        encoded = [self.encode(text) for text in texts]
+        ids = torch.full((len(texts), max((len(e) for e in encoded), default=2)), self.PAD, dtype=torch.long)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
         return ids, ids != self.PAD
+
+
+class HashWordTokenizer(ByteTokenizer):
+    """Words (and punctuation marks), lower-cased, hashed into ``buckets`` ids: no download, no
+    vocabulary file, and one token per word. A word is what the policy must ground ("red"), so
+    a sentence costs its word count in tokens, not its byte count (a 200-byte instruction is
+    ~40 tokens); distinct words rarely share a bucket (a hash collision merges two words)."""
+
+    kind = "words"
+    buckets = 4096
+    vocab_size = buckets + ByteTokenizer.OFFSET
+    unit = "words"
+    _WORD = re.compile(r"\w+|[^\w\s]")
+
+    def pieces(self, text: str) -> list[int]:
+        return [self.OFFSET + int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+                % self.buckets for word in self._WORD.findall(text.lower())]
+
+
+TOKENIZERS = {cls.kind: cls for cls in (ByteTokenizer, HashWordTokenizer)}
 
 
 def images_to_uint8_batch(images, size: int) -> torch.Tensor:
@@ -73,21 +102,46 @@ def images_to_uint8_batch(images, size: int) -> torch.Tensor:
 
 
 class PatchVisionEncoder(nn.Module):
-    """Conv patch embedding + learned positions + 2-layer MLP projector."""
+    """Pixels -> one token per ``patch_size`` patch: a stem, learned positions, a 2-layer MLP projector.
+
+    Stems (``cfg.vision_stem``): ``patch`` is one linear patch embedding (a strided conv, as
+    ViTs); ``conv`` is a small CNN of stride-2 3x3 convolutions down to the same grid. A linear
+    patch embedding must place the gripper within a patch from raw pixels in one step; the
+    convolutions build edge and blob features first, which is what a reaching policy needs from
+    a 64 px camera (on the simulated arm the conv stem learned in far fewer steps)."""
 
     def __init__(self, cfg: TinyVLAConfig) -> None:
         super().__init__()
-        self.patch = nn.Conv2d(3, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.vision_stem == "conv":
+            self.patch = conv_stem(cfg.patch_size, cfg.conv_channels, cfg.hidden_size)
+        else:
+            self.patch = nn.Conv2d(3, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.num_tokens = (cfg.image_size // cfg.patch_size) ** 2
         self.position = nn.Parameter(torch.zeros(1, self.num_tokens, cfg.hidden_size))
         nn.init.normal_(self.position, std=0.02)
         self.projector = nn.Sequential(
             nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size)
         )
+        self.norm = nn.LayerNorm(cfg.hidden_size) if cfg.vision_norm else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.patch(pixels).flatten(2).transpose(1, 2) + self.position
-        return self.projector(x)
+        x = self.projector(self.patch(pixels).flatten(2).transpose(1, 2) + self.position)
+        return x if self.norm is None else self.norm(x)
+
+
+def conv_stem(patch_size: int, channels: list[int], out_channels: int) -> nn.Sequential:
+    """log2(patch_size) stages of 3x3 stride-2 convolution + GELU; stage widths from ``channels``
+    (the last one repeated), the final stage ``out_channels`` wide (no activation: the tokens)."""
+    stages = patch_size.bit_length() - 1
+    widths = [channels[min(i, len(channels) - 1)] for i in range(stages - 1)] + [out_channels]
+    layers: list[nn.Module] = []
+    previous = 3
+    for i, width in enumerate(widths):
+        layers.append(nn.Conv2d(previous, width, kernel_size=3, stride=2, padding=1))
+        if i < len(widths) - 1:
+            layers.append(nn.GELU())
+        previous = width
+    return nn.Sequential(*layers)
 
 
 class TinyVLA(VLATeacher):
@@ -102,13 +156,13 @@ class TinyVLA(VLATeacher):
             num_attention_heads=cfg.num_heads,
             num_key_value_heads=cfg.num_heads,
             max_position_embeddings=1024,
-            vocab_size=ByteTokenizer.vocab_size,
+            vocab_size=TOKENIZERS[cfg.tokenizer].vocab_size,
             attention_dropout=0.0,
         )
         self.llama_config._attn_implementation = "sdpa"
-        self.tokenizer = ByteTokenizer(cfg.max_text_tokens)
+        self.tokenizer = TOKENIZERS[cfg.tokenizer](cfg.max_text_tokens)
         self.vision = PatchVisionEncoder(cfg)
-        self.text_embedding = nn.Embedding(ByteTokenizer.vocab_size, cfg.hidden_size, padding_idx=ByteTokenizer.PAD)
+        self.text_embedding = nn.Embedding(self.tokenizer.vocab_size, cfg.hidden_size, padding_idx=ByteTokenizer.PAD)
         self.layers = nn.ModuleList(LlamaDecoderLayer(self.llama_config, i) for i in range(cfg.num_layers))
         self.rotary = LlamaRotaryEmbedding(self.llama_config)
         self.final_norm = LlamaRMSNorm(cfg.hidden_size, eps=self.llama_config.rms_norm_eps)

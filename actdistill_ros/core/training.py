@@ -76,6 +76,8 @@ def build_tensor_data(dataset: EpisodeDataset, teacher: VLATeacher, id_offset: i
         input_ids.append(prepared["input_ids"])
         targets.append(torch.from_numpy(chunk_targets(episode.actions, teacher.chunk_size)))
         ids.append(torch.arange(len(episode), dtype=torch.int64) + (e + id_offset) * 100_000)
+    width = max(t.shape[1] for t in input_ids)  # tokenizers pad to the longest text of each call
+    input_ids = [nn.functional.pad(t, (0, width - t.shape[1])) for t in input_ids]  # 0 = PAD
     return TensorData({"pixels": torch.cat(pixels), "input_ids": torch.cat(input_ids)},
                       torch.cat(targets), torch.cat(ids))
 
