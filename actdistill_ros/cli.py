@@ -95,7 +95,8 @@ def _cmd_sim_demos(args) -> int:
     from .sim_ros.record import RecordConfig, record_demonstrations
 
     cfg = RecordConfig(episodes=args.episodes, seed=args.seed, tasks=args.tasks, storage=args.storage,
-                       image_size=args.image_size, real_time_factor=args.real_time_factor)
+                       image_size=args.image_size, real_time_factor=args.real_time_factor,
+                       **({} if args.actuation_noise_m is None else {"actuation_noise_m": args.actuation_noise_m}))
     summary = record_demonstrations(args.out, cfg)
     print(f"{len(summary['episodes'])} episodes in {args.out / 'bags'} "
           f"(expert success {summary['expert_success_rate']:.0%}); summary: {args.out / 'record_summary.json'}")
@@ -104,14 +105,15 @@ def _cmd_sim_demos(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .core.checkpoint import default_student_path, default_teacher_path
-    from .sim_ros.closed_loop import EvalConfig, evaluate
+    from .sim_ros.closed_loop import EvalConfig, evaluate, find_baselines
     from .sim_ros.report import eval_markdown
 
     episodes = args.episodes if args.episodes is not None else (3 if args.quick else 50)
     cfg = EvalConfig(episodes=episodes, seed=args.seed, tasks=args.tasks, device=args.device,
                      real_time_factor=args.real_time_factor)
+    baselines = find_baselines(args.baselines) if args.baselines else None
     result = evaluate(args.teacher or default_teacher_path(), args.student or default_student_path(), cfg,
-                      args.out, handoff=not args.no_handoff)
+                      args.out, handoff=not args.no_handoff, baselines=baselines)
     markdown = eval_markdown(result)
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,8 @@ def _cmd_sim_job(args) -> int:
     from .sim_ros.main_job import run_main_job
 
     run_main_job(args.out, preset="quick" if args.quick else "default", seed=args.seed, device=args.device,
-                 eval_episodes=args.eval_episodes, log=lambda line: print(line, flush=True))
+                 eval_episodes=args.eval_episodes, log=lambda line: print(line, flush=True), baselines=args.baselines,
+                 train_teacher=args.train_teacher)
     print(f"outputs in {args.out}: demos/bags, distill/ (teacher, student, report), eval.json, eval.md")
     return 0
 
@@ -196,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--actuation-noise-m", type=float,
+                   help="the arm's tracking noise while recording (std per axis and step, m; not in the recorded "
+                        "commands): demos that show corrections (DART); default 0.006")
     _add_sim_args(p)
     p.set_defaults(func=_cmd_sim_demos, real_time_factor=5.0)
 
@@ -208,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="eval.md, eval.json and node logs")
     p.add_argument("--device", default="auto", help="policy node device")
     p.add_argument("--no-handoff", action="store_true", help="skip the teleop/autonomy handoff scenario")
+    p.add_argument("--baselines", type=Path, help="also run every student checkpoint under this directory (a "
+                                                  "distillation job's baselines/) on the same episodes")
     _add_sim_args(p)
     p.set_defaults(func=_cmd_eval, real_time_factor=2.0)
 
@@ -217,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="training and policy device")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-episodes", type=int, help="episodes per task (default: the preset's)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also distil the baselines (static pruning, random routes) and drive the arm with each")
+    p.add_argument("--train-teacher", action="store_true",
+                   help="train the teacher on the recorded demonstrations too (default: distil the shipped teacher)")
     p.set_defaults(func=_cmd_sim_job)
     return parser
 

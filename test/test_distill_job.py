@@ -259,10 +259,13 @@ def test_end_to_end_bags_to_student_and_report(reference, demo):
     check_student_acts(out / "student")
 
     # progress: every stage in order, counted steps for the training stages
-    transitions = [(e["stage"], e["state"]) for e in events if e["state"] != "running"]
+    transitions = [(e["stage"], e["state"]) for e in events if e["state"] not in ("running", "warning")]
     assert transitions == [("ingest", "started"), ("ingest", "done"), ("probe", "started"), ("probe", "done"),
                            ("student", "started"), ("student", "done"), ("export", "done"), ("report", "started"),
                            ("report", "done"), ("job", "done")]
+    # routing warnings (if any) reach the caller and the report alike
+    assert [e["message"] for e in events if e["state"] == "warning"] == report["warnings"]
+    assert all(f"**{w}**" in md for w in report["warnings"])
     total = stage2_total(cfg)
     running = [e for e in events if e["stage"] == "student" and e["state"] == "running"]
     assert running and running[-1]["step"] == total and running[-1]["total"] == total

@@ -33,6 +33,8 @@ class BenchConfig:
     flops_samples: int = 16  # samples whose FLOPs are counted one by one (routing is per sample)
     held_out_fraction: float = 0.15
     threads: int = 0  # torch CPU threads (0 = leave as is)
+    curve: bool = True  # also the accuracy-vs-compute curve over run-time layer caps
+    seed: int = 0  # torch's generator, seeded first: a random-route baseline draws the same routes every run
 
 
 def held_out_data(dataset_dir: str | Path, teacher, fraction: float, limit: int) -> tuple[TensorData, str]:
@@ -76,6 +78,7 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
     cfg = cfg or BenchConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     teacher = load_teacher(teacher_dir).to(device=device, dtype=dtype).eval()
@@ -113,8 +116,11 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
         "action_error_ratio": student_eval["action_mse"] / max(teacher_eval["action_mse"], 1e-12),
         "executed_layer_fraction": student_eval["executed_layer_fraction"],
         "layer_frequency": student_eval["layer_frequency"],
+        "distinct_routes": student_eval["distinct_routes"],
+        "top_routes": student_eval["top_routes"],
+        "router": student.router.kind,
         "curve": keep_ratio_curve(teacher, student, data, singles, cfg, device, teacher_eval["action_mse"],
-                                  components),
+                                  components) if cfg.curve else [],
         "config": {
             **to_dict(cfg),
             "teacher_dir": str(teacher_dir),

@@ -83,8 +83,14 @@ def _read_config(directory: Path, expected_format: str) -> dict:
     return config
 
 
+# Tensors added to the format after version 1 was published, with the value that reproduces what
+# older checkpoints did: a file without them loads as before.
+LEGACY_DEFAULTS = {"router.logit_offset": lambda: torch.zeros(())}  # the gate threshold offset (router.py)
+
+
 def load_weights(directory: Path, module: nn.Module, skip_prefix: str = "") -> None:
-    """``model.safetensors`` into ``module``, strictly: every key, shape and value checked.
+    """``model.safetensors`` into ``module``, strictly: every key, shape and value checked
+    (keys of ``LEGACY_DEFAULTS`` that an older file lacks take their old meaning).
 
     ``skip_prefix``: parameters under it are neither expected nor loaded here (the transformers
     adapter keeps the VLM's own weights in ``hf/`` and loads them with ``from_pretrained``)."""
@@ -96,6 +102,9 @@ def load_weights(directory: Path, module: nn.Module, skip_prefix: str = "") -> N
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
     expected = {k: v for k, v in module.state_dict().items() if not (skip_prefix and k.startswith(skip_prefix))}
+    for key, default in LEGACY_DEFAULTS.items():
+        if key in expected and key not in tensors:
+            tensors[key] = default()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:

@@ -277,29 +277,69 @@ class GraphConfig:
             _positive(name, getattr(self, name))
 
 
+ROUTER_KINDS = ("learned", "fixed", "random")
+
+
 @dataclass
 class RouterConfig:
+    """Which layers run per sample (``router.py``): ``learned`` (ActDistill), or the baselines
+    ``fixed`` (the layers in ``fixed_layers`` for every input) and ``random`` (``random_layers``
+    layers drawn per sample and pass)."""
+
+    kind: str = "learned"
     router_dim: int = 64
     threshold: float = 0.5
     init_bias: float = 2.0  # gates start open (sigmoid(2) = 0.88): the student starts as the teacher
+    min_layers: int = 1  # every sample runs at least its this many highest-gated layers (never an empty stack)
+    fixed_layers: list[int] = field(default_factory=list)  # kind fixed: the route (layer indices)
+    random_layers: int = 0  # kind random: layers per pass
 
     def validate(self) -> None:
+        if self.kind not in ROUTER_KINDS:
+            raise ConfigError(f"router.kind: unknown router {self.kind!r}; valid: {', '.join(ROUTER_KINDS)}")
         _positive("router_dim", self.router_dim)
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.min_layers < 0:
+            raise ConfigError(f"router.min_layers must be >= 0, got {self.min_layers}")
+        if self.kind == "fixed" and not self.fixed_layers:
+            raise ConfigError("router.fixed_layers: a fixed router needs at least one layer")
+        if self.kind == "random" and self.random_layers <= 0:
+            raise ConfigError(f"router.random_layers must be > 0 for a random router, got {self.random_layers}")
+
+    def check_layers(self, num_layers: int) -> None:
+        """The settings that depend on the backbone's depth."""
+        bad = [i for i in self.fixed_layers if not 0 <= i < num_layers]
+        if bad or len(set(self.fixed_layers)) != len(self.fixed_layers):
+            raise ConfigError(f"router.fixed_layers {self.fixed_layers}: need distinct layer indices in "
+                              f"[0, {num_layers - 1}]")
+        if self.random_layers > num_layers:
+            raise ConfigError(f"router.random_layers {self.random_layers} > the backbone's {num_layers} layers")
 
 
 @dataclass
 class LossConfig:
-    """Stage-2 loss weights; defaults are METHOD.md's."""
+    """Stage-2 loss weights (defaults are METHOD.md's) and the compute budget.
+
+    The budget (our addition to the method): ``keep_ratio`` is the target fraction of decoder
+    layers executed. With ``budget_control`` every training batch is cut at the score quantile
+    that meets it, the inference threshold follows those cuts (a running average with
+    ``budget_momentum``, ``Router.track_offset``) and is calibrated exactly at the end of stage 2
+    (``router.py``). The target starts at 1.0 (the student starts as the teacher) and falls
+    linearly to ``keep_ratio`` over the first ``budget_warmup`` of the steps, so the backbone
+    adapts as layers drop out. Without it only the ``budget`` loss term acts (as in the
+    paper, whose router meets no budget)."""
 
     alpha: float = 1.0  # semantic + relational
     beta: float = 1.0  # layer-wise action terms
     eta: float = 0.5  # relational weight inside the alpha term
     gamma: float = 2.0  # layer weights (l / (L-1))^gamma
     balance: float = 0.3
-    budget: float = 10.0  # our addition: (mean gate - keep_ratio)^2
+    budget: float = 10.0  # our addition: (executed fraction - keep target)^2
     keep_ratio: float = 0.45  # target fraction of decoder layers executed
+    budget_control: bool = True  # every batch spends the keep target; the threshold follows (see above)
+    budget_momentum: float = 0.1  # per step, the inference threshold moves this much of the way to the batch's cut
+    budget_warmup: float = 0.3  # fraction of stage 2 over which the keep target falls from 1.0
 
     def validate(self) -> None:
         for name in ("alpha", "beta", "eta", "gamma", "balance", "budget"):
@@ -307,6 +347,16 @@ class LossConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.keep_ratio <= 1.0:
             raise ConfigError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if not 0.0 < self.budget_momentum <= 1.0:
+            raise ConfigError(f"budget_momentum must be in (0, 1], got {self.budget_momentum}")
+        if not 0.0 <= self.budget_warmup < 1.0:
+            raise ConfigError(f"budget_warmup must be in [0, 1), got {self.budget_warmup}")
+
+    def keep_target(self, progress: float) -> float:
+        """The keep target at ``progress`` (0..1) of stage 2: 1.0 -> keep_ratio over the warm-up."""
+        if self.budget_warmup <= 0 or progress >= self.budget_warmup:
+            return self.keep_ratio
+        return 1.0 + (self.keep_ratio - 1.0) * progress / self.budget_warmup
 
 
 @dataclass

@@ -77,12 +77,14 @@ def run_loop(
     stop_after: int | None = None,
     world: World = SINGLE,
     oom_advice: str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> LoopResult:
     """Run ``cfg.epochs`` epochs of ``step_fn(sample_indices) -> (loss, terms)``.
 
     ``stop_after`` (tests) returns early after that many global steps, like a kill. With
     several processes ``step_fn`` gets this rank's shard of each global batch. ``oom_advice``
-    is appended to the message of an out-of-memory error.
+    is appended to the message of an out-of-memory error. ``on_step(step, total)`` runs before
+    each step (schedules that depend on training progress, e.g. stage 2's keep target).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / f"{name}_state.pt"
@@ -119,6 +121,8 @@ def run_loop(
             rows = world.shard(order[index * cfg.batch_size:(index + 1) * cfg.batch_size])
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * lr_factor(cfg, step, total)
+            if on_step is not None:
+                on_step(step, total)
             try:
                 loss, terms = step_fn(rows)
                 # one all-reduce: every rank sees the same loss (a non-finite one stops all ranks)

@@ -88,20 +88,24 @@ def distillation_loss(
     gate_probs: torch.Tensor,
     gates: torch.Tensor,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    keep_target: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """-> (total loss, every term as a float for logging).
 
     ``gather`` (several processes, each holding a shard of the batch): concatenates a tensor
     over all ranks, differentiably. The batch-level terms -- the relational B x B matrices,
     balance and budget -- are then computed over the whole global batch, while the per-sample
-    terms stay local means (DDP's gradient averaging makes those global means)."""
+    terms stay local means (DDP's gradient averaging makes those global means). ``keep_target``:
+    the budget's current target (default ``cfg.keep_ratio``; stage 2 lowers it gradually, see
+    ``LossConfig.keep_target``)."""
     w = layer_weights(student_sem.shape[1], cfg.gamma, device=student_sem.device)
     semantic = semantic_term(student_sem, teacher_sem)
     if gather is not None:
         student_sem, teacher_sem, gate_probs, gates = (gather(t) for t in (student_sem, teacher_sem, gate_probs,
                                                                              gates))
     relational = cfg.eta * relational_term(student_sem, teacher_sem)
-    balance, budget = balance_loss(gate_probs), budget_loss(gates, cfg.keep_ratio)
+    keep = cfg.keep_ratio if keep_target is None else keep_target
+    balance, budget = balance_loss(gate_probs), budget_loss(gates, keep)
     to_gt, to_teacher, to_previous = action_terms(student_layer_actions, teacher_layer_actions, target)
     sem_term = (w * semantic).sum()
     rel_term = (w * relational).sum()

@@ -2,6 +2,7 @@
 
 teacher: dataset -> behaviour-cloned TinyVLA checkpoint
 distill: dataset + teacher -> stage 1 (probes, teacher records) -> stage 2 -> exported student
+baselines: dataset + teacher -> fixed / random routes at the student's layer count, same budget
 """
 
 from __future__ import annotations
@@ -9,17 +10,27 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from .baselines import (
+    BASELINES,
+    SELECTION_SAMPLES,
+    finetune_routed,
+    fixed_route_student,
+    greedy_layer_selection,
+    random_route_student,
+    subset,
+)
 from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
 from .config import DistillConfig, TeacherTrainConfig, to_dict
 from .dataset import EpisodeDataset
 from .device import resolve_device
 from .distributed import World, device_for, init_world
 from .graph import LayerProbes
+from .route_stats import routing_warnings
 from .student import RoutedStudent
 from .tiny_vla import TinyVLA
 from .training import (
@@ -28,6 +39,7 @@ from .training import (
     TensorData,
     agreement,
     build_tensor_data,
+    calibrate_router,
     distill_student,
     evaluate,
     mark_done,
@@ -177,7 +189,11 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         student = restore_student(student, run_dir, cfg).to(device)
         notify("student", {"skipped": True})
 
+    calibrated = calibrate_router(student, train, cfg.loss.keep_ratio) if cfg.loss.budget_control else None
     student_eval = evaluate(student, held_out, routed=True)
+    warnings = routing_warnings(student_eval, cfg.loss.keep_ratio, student.num_layers, student.router.kind)
+    for warning in warnings:
+        log.warning("routing: %s", warning)
     metrics = {
         "teacher_action_mse": teacher_mse,
         "student_action_mse": student_eval["action_mse"],
@@ -185,6 +201,11 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         "action_error_ratio": student_eval["action_mse"] / max(teacher_mse, 1e-12),
         "executed_layer_fraction": student_eval["executed_layer_fraction"],
         "layer_frequency": student_eval["layer_frequency"],
+        "distinct_routes": student_eval["distinct_routes"],
+        "top_routes": student_eval["top_routes"],
+        "keep_ratio_target": cfg.loss.keep_ratio,
+        "train_executed_fraction": calibrated,
+        "warnings": warnings,
         "held_out_samples": len(held_out),
         "train_samples": len(train),
     }
@@ -199,3 +220,68 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
 def _mse(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """Mean over samples of the per-sample MSE (what ``evaluate`` reports)."""
     return ((predicted.float() - target.float()) ** 2).mean((1, 2)).mean().item()
+
+
+def baseline_layer_count(executed_layer_fraction: float, num_layers: int) -> int:
+    """The layers per pass a baseline gets: the student's mean, rounded half up (at least 1)."""
+    return max(1, min(num_layers, int(executed_layer_fraction * num_layers + 0.5)))
+
+
+def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path, cfg: DistillConfig,
+                  layers: int, progress: Progress | None = None, stop_after: dict | None = None) -> dict[str, Path]:
+    """The baselines of ``baselines.py`` at ``layers`` layers per pass, each with stage 2's budget
+    (``cfg.student``: epochs, batch, learning rate) -> ``out_dir/baselines/<name>/`` checkpoints.
+    Resumable like every stage (``runs/baseline_<name>_*``); the greedy selection is recorded in
+    ``runs/baseline_selection.json`` and reused. Single process."""
+    stop_after = stop_after or {}
+    notify = progress or (lambda stage, info: None)
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "runs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    teacher = load_teacher(teacher_dir).to(device)
+    train, _ = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
+    provenance = {"teacher_sha256": weights_sha256(teacher_dir), "dataset": _dataset_provenance(dataset_dir)}
+
+    selection_path = run_dir / "baseline_selection.json"
+    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else None
+    if selection is None or selection.get("layers_per_pass") != layers:
+        notify("baselines", {"selecting": layers})
+        greedy = greedy_layer_selection(teacher, subset(train, SELECTION_SAMPLES), layers)
+        selection = {"layers_per_pass": layers, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
+                     "trace": [asdict(step) for step in greedy.trace]}
+        _write_json(selection_path, selection)
+
+    built = {
+        "static": lambda: fixed_route_student(teacher, selection["layers"]),
+        "static_untuned": lambda: fixed_route_student(teacher, selection["layers"]),
+        "random": lambda: random_route_student(teacher, layers),
+    }
+    paths: dict[str, Path] = {}
+    for name in BASELINES:
+        path = out_dir / "baselines" / name
+        paths[name] = path
+        if stage_done(run_dir, f"baseline_{name}") and (path / "config.json").is_file():
+            notify("baselines", {"skipped": name})
+            continue
+        torch.manual_seed(cfg.student.seed)
+        student = built[name]().to(device)
+        steps = 0
+        if name != "static_untuned":
+            notify("baselines", {"training": name})
+            result = finetune_routed(student, train, cfg.student, run_dir, f"baseline_{name}", memory=cfg.memory,
+                                     stop_after=stop_after.get(name))
+            if not result.finished:
+                return {}
+            student, steps = result.model, result.steps
+        save_student(student.cpu(), path, extra={"baseline": {"name": name, "layers_per_pass": layers,
+                                                              "selection": selection, "finetune_steps": steps,
+                                                              **provenance}})
+        mark_done(run_dir, f"baseline_{name}", {"steps": steps})
+    return paths
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -11,8 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_keep_ratio_curve(result: dict, path: str | Path) -> Path:
-    """Paper Figure 3: held-out action error and latency vs compute over run-time layer caps."""
+def plot_keep_ratio_curve(result: dict, path: str | Path, baselines: dict[str, dict] | None = None) -> Path:
+    """Paper Figure 3: held-out action error and latency vs compute over run-time layer caps
+    (and, when given, the baselines' points: ``{name: {flops_ratio, action_error_ratio, speedup}}``)."""
     curve = result["curve"]
     flops = [row["flops_ratio"] for row in curve]
     fig, (ax_err, ax_speed) = plt.subplots(1, 2, figsize=(10, 4))
@@ -22,15 +23,17 @@ def plot_keep_ratio_curve(result: dict, path: str | Path) -> Path:
                    label="student, no cap")
     ax_err.set_xlabel("FLOPs ratio (student / teacher)")
     ax_err.set_ylabel("held-out action MSE ratio (student / teacher)")
-    ax_err.legend()
     ax_speed.plot(flops, [row["speedup"] for row in curve], "o-")
     ax_speed.axhline(1.0, color="grey", ls="--")
     ax_speed.set_xlabel("FLOPs ratio (student / teacher)")
     ax_speed.set_ylabel("speed-up (teacher latency / student latency)")
     for ax, row_key in ((ax_err, "action_error_ratio"), (ax_speed, "speedup")):
+        for marker, (name, b) in zip("sD^v", (baselines or {}).items(), strict=False):
+            ax.scatter([b["flops_ratio"]], [b[row_key]], marker=marker, zorder=3, label=f"baseline: {name}")
         for row in curve:
             ax.annotate(str(row["max_layers"]), (row["flops_ratio"], row[row_key]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
+    ax_err.legend(fontsize=7)
     fig.suptitle("Accuracy and latency vs compute (labels: max_layers)")
     fig.tight_layout()
     return _save(fig, path)

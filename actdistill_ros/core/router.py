@@ -1,4 +1,26 @@
-"""Router: one gate per decoder layer, computed once per sample before layer 0."""
+"""Routers: which decoder layers run for each sample, decided once before layer 0.
+
+Three kinds share one interface (``forward(embeddings, vision_mask, text_mask) -> gate
+probabilities [B, L]``; a layer runs where its gate passes the threshold):
+
+* ``learned`` (ActDistill): vision and language spans each projected + normalised, mean+max
+  pooled, concatenated; a linear head gives one logit per layer; gate = sigmoid(logit - offset).
+* ``fixed``: the same layers for every input (static layer pruning; a baseline).
+* ``random``: ``random_layers`` layers drawn at random for every sample and pass (a baseline).
+
+**The compute budget.** A learned router left to a loss term alone settles wherever the task
+gradient and the penalty balance (in practice far from the target, or on one static route).
+Here the threshold itself meets the budget. In training every batch is cut at its own exact
+quantile (``budget_offset``: the keep ratio of its (sample, layer) scores pass, the highest
+first; as Mixture-of-Depths' top-k routing), so every step spends the budget and the router only
+decides *where*; ``logit_offset``, the threshold inference uses, is the running average of those
+cuts (:meth:`Router.track_offset`), and :meth:`Router.calibrate` finally sets it to the exact
+quantile over all training inputs, so held-out inputs spend the budget too. Two cheaper designs
+failed on the simulated arm: an integral controller on the executed fraction oscillated between
+routes (the fraction is a step function of the threshold when scores cluster), and a running
+threshold applied as-is ran 0.65-0.75 of the layers against a 0.5 target (each optimiser step
+pushed the scores just below the bar over it; every layer helps the task loss).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +40,9 @@ def _masked_mean_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class Router(nn.Module):
-    """Vision and language spans each projected + normalised, mean+max pooled, concatenated;
-    a linear head gives one logit per layer; gate = sigmoid(logit)."""
+    """The learned ActDistill router (see the module docstring for the budget controller)."""
+
+    kind = "learned"
 
     def __init__(self, hidden_size: int, num_layers: int, cfg: RouterConfig) -> None:
         super().__init__()
@@ -30,28 +53,122 @@ class Router(nn.Module):
         self.gate_head = nn.Linear(4 * r, num_layers)
         nn.init.normal_(self.gate_head.weight, std=0.01)
         nn.init.constant_(self.gate_head.bias, cfg.init_bias)
+        # the gate threshold in logit space (0 = sigmoid 0.5); exported with the weights
+        self.register_buffer("logit_offset", torch.zeros(()))
 
-    def forward(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """-> gate probabilities [B, L] in (0, 1)."""
+    def logits(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Raw per-layer scores [B, L], before the threshold offset."""
         pooled = torch.cat(
             [_masked_mean_max(self.vision_proj(embeddings), vision_mask),
              _masked_mean_max(self.text_proj(embeddings), text_mask)],
             dim=-1,
         )
-        return torch.sigmoid(self.gate_head(pooled))
+        return self.gate_head(pooled)
+
+    def forward(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """-> gate probabilities [B, L] in (0, 1)."""
+        return torch.sigmoid(self.logits(embeddings, vision_mask, text_mask) - self.logit_offset)
+
+    @torch.no_grad()
+    def track_offset(self, batch_offset: float, momentum: float) -> None:
+        """Move the inference offset ``momentum`` of the way towards a training batch's exact
+        budget offset (``budget_offset`` of its scores): a running average over batches."""
+        self.logit_offset += momentum * (float(batch_offset) - self.logit_offset)
+
+    @torch.no_grad()
+    def calibrate(self, logits: torch.Tensor, keep_ratio: float, min_layers: int, threshold: float = 0.5) -> float:
+        """Set the offset so that exactly ``keep_ratio`` of the layers run over ``logits`` [N, L]
+        (raw scores of representative inputs) at gate ``threshold``, counting the ``min_layers``
+        every sample keeps anyway. Returns the executed fraction reached (ties can only round it)."""
+        self.logit_offset.fill_(budget_offset(logits, keep_ratio, min_layers, threshold))
+        probs = torch.sigmoid(logits.float() - self.logit_offset)
+        return hard_decisions(probs, threshold, min_layers=min_layers).float().mean().item()
 
 
-def hard_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None = None) -> torch.Tensor:
-    """Inference decisions [B, L] bool: gate >= threshold, optionally only the top-``max_layers``."""
+def budget_offset(logits: torch.Tensor, keep_ratio: float, min_layers: int, threshold: float = 0.5) -> float:
+    """The logit offset at which ``keep_ratio`` of the entries of ``logits`` [N, L] pass gate
+    ``threshold``, the top-``min_layers`` of every row counted as passing anyway: midway between
+    the last score kept and the first dropped, so small changes of the scores change no decision."""
+    logits = logits.detach().float()
+    n, num_layers = logits.shape
+    forced = top_layers_mask(logits, min_layers)
+    budget = round(keep_ratio * n * num_layers) - int(forced.sum())
+    optional = logits[~forced]
+    if optional.numel() == 0:
+        cut = 0.0
+    elif budget <= 0:
+        cut = optional.max().item() + 1.0
+    elif budget >= optional.numel():
+        cut = optional.min().item() - 1.0
+    else:
+        ranked = optional.sort(descending=True).values
+        cut = 0.5 * (ranked[budget - 1] + ranked[budget]).item()
+    # sigmoid(logit - offset) >= threshold  <=>  logit >= offset + logit(threshold)
+    return cut - torch.logit(torch.tensor(float(threshold))).item()
+
+
+class FixedRouter(nn.Module):
+    """One route for every input: the layers in ``cfg.fixed_layers`` (static layer pruning)."""
+
+    kind = "fixed"
+
+    def __init__(self, hidden_size: int, num_layers: int, cfg: RouterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        route = torch.zeros(num_layers)
+        route[list(cfg.fixed_layers)] = 1.0
+        self.register_buffer("route", route)
+
+    def forward(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        return self.route.to(embeddings.dtype).expand(embeddings.shape[0], -1)
+
+
+class RandomRouter(nn.Module):
+    """``cfg.random_layers`` layers drawn uniformly for every sample and every pass (from torch's
+    global generator: seeded runs repeat, and a resumed training run replays the same draws)."""
+
+    kind = "random"
+
+    def __init__(self, hidden_size: int, num_layers: int, cfg: RouterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_layers = num_layers
+
+    def forward(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.rand(embeddings.shape[0], self.num_layers, device=embeddings.device)
+        return top_layers_mask(scores, self.cfg.random_layers).to(embeddings.dtype)
+
+
+ROUTERS = {cls.kind: cls for cls in (Router, FixedRouter, RandomRouter)}
+
+
+def build_router(hidden_size: int, num_layers: int, cfg: RouterConfig) -> nn.Module:
+    cfg.check_layers(num_layers)
+    return ROUTERS[cfg.kind](hidden_size, num_layers, cfg)
+
+
+def top_layers_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """bool [B, L]: each row's ``count`` highest scores (all of them when count >= L, none at 0)."""
+    count = max(0, min(int(count), scores.shape[1]))
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if count:
+        mask.scatter_(1, scores.topk(count, dim=1).indices, True)
+    return mask
+
+
+def hard_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None = None,
+                   min_layers: int = 0) -> torch.Tensor:
+    """Inference decisions [B, L] bool: gate >= threshold, at least the top-``min_layers`` gates
+    (no sample runs an empty stack) and optionally at most the top-``max_layers``."""
     keep = probs >= threshold
+    if min_layers:
+        keep = keep | top_layers_mask(probs, min_layers)
     if max_layers is not None and max_layers < probs.shape[1]:
-        top = probs.topk(max_layers, dim=1).indices
-        capped = torch.zeros_like(keep).scatter(1, top, True)
-        keep = keep & capped
+        keep = keep & top_layers_mask(probs, max_layers)
     return keep
 
 
-def straight_through_gates(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+def straight_through_gates(probs: torch.Tensor, threshold: float, min_layers: int = 0) -> torch.Tensor:
     """Forward: the 0/1 decision inference will make; backward: the sigmoid's gradient."""
-    hard = (probs >= threshold).to(probs.dtype)
+    hard = hard_decisions(probs.detach(), threshold, min_layers=min_layers).to(probs.dtype)
     return hard + probs - probs.detach()

@@ -9,13 +9,14 @@ layer at all.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import RouterConfig
-from .router import Router, hard_decisions, straight_through_gates
+from .router import Router, budget_offset, build_router, hard_decisions, straight_through_gates
 from .teacher import TokenBatch, VLATeacher
 
 
@@ -27,6 +28,7 @@ class StudentTrainOutput:
     per_layer_hidden: list[torch.Tensor]
     batch: TokenBatch
     task_loss: torch.Tensor | None = None  # the head's task loss, when a target was given
+    batch_offset: float | None = None  # with a keep ratio: the batch's own budget cut (router.budget_offset)
 
     @property
     def hidden(self) -> torch.Tensor:
@@ -45,8 +47,9 @@ class RoutedStudent(nn.Module):
     def __init__(self, backbone: VLATeacher, router_cfg: RouterConfig) -> None:
         super().__init__()
         self.backbone = backbone
-        self.router = Router(backbone.hidden_size, backbone.num_layers, router_cfg)
+        self.router = build_router(backbone.hidden_size, backbone.num_layers, router_cfg)
         self.threshold = router_cfg.threshold
+        self.min_layers = router_cfg.min_layers
         self.max_layers: int | None = None
 
     @classmethod
@@ -69,20 +72,37 @@ class RoutedStudent(nn.Module):
             self.threshold = float(threshold)
 
     def gate_probs(self, batch: TokenBatch) -> torch.Tensor:
-        probs = self.router(batch.hidden, batch.vision_mask, batch.text_mask)
+        return self._gates(batch)[0]
+
+    def _gates(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (gate probabilities [B, L], raw scores of a learned router or None)."""
+        if isinstance(self.router, Router):
+            logits = self.router.logits(batch.hidden, batch.vision_mask, batch.text_mask)
+            probs = torch.sigmoid(logits - self.router.logit_offset)
+        else:
+            logits, probs = None, self.router(batch.hidden, batch.vision_mask, batch.text_mask)
         if not torch.isfinite(probs).all():
             raise FloatingPointError("router produced non-finite gates (non-finite inputs or weights)")
-        return probs
+        return probs, logits
 
     def forward_train(self, inputs: dict[str, torch.Tensor], decode_actions: bool = True,
-                      target: torch.Tensor | None = None) -> StudentTrainOutput:
+                      target: torch.Tensor | None = None, keep_ratio: float | None = None,
+                      gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StudentTrainOutput:
         """Every layer runs, mixed in by its straight-through gate. With a normalised chunk
         ``target`` also the action head's own task loss (``out.task_loss``). ``decode_actions=False``
         skips the head's inference pass (training needs only the task loss; for token and flow
-        heads decoding is a loop of its own)."""
+        heads decoding is a loop of its own). ``keep_ratio`` (learned router): the batch is cut at
+        its own budget quantile instead of the inference threshold (``router.py``); without it the
+        gates are exactly what inference decides. ``gather`` (several processes): the cut is taken
+        over the scores of every rank's shard, i.e. the global batch."""
         batch = self.backbone.embed(inputs)
-        probs = self.gate_probs(batch)
-        gates = straight_through_gates(probs, self.threshold)
+        probs, logits = self._gates(batch)
+        batch_offset = None
+        if keep_ratio is not None and logits is not None:
+            scores = logits.detach() if gather is None else gather(logits.detach())
+            batch_offset = budget_offset(scores, keep_ratio, self.min_layers, self.threshold)
+            probs = torch.sigmoid(logits - batch_offset)
+        gates = straight_through_gates(probs, self.threshold, self.min_layers)
         hidden = batch.hidden
         per_layer = []
         for index in range(self.num_layers):
@@ -91,14 +111,14 @@ class RoutedStudent(nn.Module):
             per_layer.append(hidden)
         actions = self.backbone.head(hidden, batch) if decode_actions else None
         task = None if target is None else self.backbone.head_loss(hidden, batch, target)
-        return StudentTrainOutput(actions, probs, gates, per_layer, batch, task)
+        return StudentTrainOutput(actions, probs, gates, per_layer, batch, task, batch_offset)
 
     @torch.no_grad()
     def forward_routed(self, inputs: dict[str, torch.Tensor]) -> StudentRoutedOutput:
         """Inference: per sample, layers whose gate fails are not executed at all."""
         batch = self.backbone.embed(inputs)
         probs = self.gate_probs(batch)
-        keep = hard_decisions(probs, self.threshold, self.max_layers)
+        keep = hard_decisions(probs, self.threshold, self.max_layers, self.min_layers)
         keep_cpu = keep.cpu()  # one device sync, not one per layer
         hidden = batch.hidden
         size = hidden.shape[0]

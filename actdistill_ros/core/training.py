@@ -39,6 +39,8 @@ from .memory import (
     out_of_memory_advice,
     trainable_parameters,
 )
+from .route_stats import route_statistics
+from .router import Router
 from .student import RoutedStudent
 from .teacher import VLATeacher
 
@@ -280,23 +282,53 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.student.weight_decay)
     normalizer = student.backbone.normalizer
     gather = world.gather if world.distributed else None
+    steer = cfg.loss.budget_control and isinstance(student.router, Router)
+    schedule = {"keep_target": cfg.loss.keep_ratio}
+
+    def on_step(step: int, total: int) -> None:
+        schedule["keep_target"] = cfg.loss.keep_target(step / max(total, 1))
 
     def step(rows: torch.Tensor):
         inputs, target = data.rows(rows, device)
         target_n = normalizer.normalize(target)
         teacher_sem, teacher_act = (t.to(device) for t in records.lookup(data.sample_ids[rows]))
+        keep_target = schedule["keep_target"]
         with autocast(cfg.memory, device):
-            out = forward_train(inputs, decode_actions=False, target=target_n)
+            out = forward_train(inputs, decode_actions=False, target=target_n,
+                                keep_ratio=keep_target if steer else None, gather=gather)
             student_sem, student_act = probes(out.per_layer_hidden, out.batch.attention_mask)
         loss, terms = distillation_loss(cfg.loss, out.task_loss.float(), student_sem.float(), teacher_sem,
                                         student_act.float(), teacher_act, target_n, out.gate_probs.float(),
-                                        out.gates.float(), gather=gather)
+                                        out.gates.float(), gather=gather, keep_target=keep_target)
+        if steer:  # the cut of the global batch: every rank moves its offset the same way
+            student.router.track_offset(out.batch_offset, cfg.loss.budget_momentum)
+            terms["keep_target"] = keep_target
+            terms["logit_offset"] = float(student.router.logit_offset)
         return loss, terms
 
     result = run_loop("student", run_dir, {"student": student}, optimizer, cfg.student, len(data), step, stop_after,
                       world=world, oom_advice=out_of_memory_advice(cfg.memory, cfg.student.batch_size,
-                                                                   world.distributed))
+                                                                   world.distributed), on_step=on_step)
     return _finish(result, student, world)
+
+
+@torch.no_grad()
+def calibrate_router(student: RoutedStudent, data: TensorData, keep_ratio: float,
+                     batch_size: int = 256) -> float | None:
+    """Set a learned router's threshold offset to the exact ``keep_ratio`` quantile of its scores
+    on ``data`` (the training inputs; only embeddings and the router run). Deterministic in the
+    weights, so a restored stage 2 gets the same offset. -> the executed fraction on ``data``
+    (None for routers without a threshold to calibrate)."""
+    if not isinstance(student.router, Router):
+        return None
+    device = _device_of(student)
+    student.eval()
+    logits = []
+    for start in range(0, len(data), batch_size):
+        inputs, _ = data.rows(torch.arange(start, min(start + batch_size, len(data))), device)
+        batch = student.backbone.embed(inputs)
+        logits.append(student.router.logits(batch.hidden, batch.vision_mask, batch.text_mask).float())
+    return student.router.calibrate(torch.cat(logits), keep_ratio, student.min_layers, student.threshold)
 
 
 def restore_student(student: RoutedStudent, run_dir: Path, cfg: DistillConfig) -> RoutedStudent:
@@ -349,15 +381,14 @@ def teacher_outputs(teacher: VLATeacher, data: TensorData, batch_size: int = 64,
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorData, routed: bool, batch_size: int = 64) -> dict:
     """Held-out action MSE in normalised units (every dimension weighs the same) and, for a
-    routed student, executed layers per sample, plus per-layer activation frequency."""
+    routed student, what the router did (``route_stats.route_statistics``: executed fraction,
+    per-layer frequency, distinct routes)."""
     normalizer = model.backbone.normalizer if routed else model.normalizer
     predicted, executed = predict(model, data, routed, batch_size)
     errors = ((predicted - normalizer.normalize(data.targets.to(normalizer.mean.device)).float().cpu()) ** 2)
     result = {"action_mse": errors.mean((1, 2)).mean().item(), "samples": len(data)}
     if routed:
-        ex = executed.float()
-        result["executed_layer_fraction"] = ex.mean().item()
-        result["layer_frequency"] = ex.mean(0).tolist()
+        result.update(route_statistics(executed))
     return result
 
 

@@ -69,6 +69,10 @@ FIELD_HELP: dict[str, str] = {
     "threads": "torch CPU threads for this job; 0 = torch's default (one per core).",
     "output_dir": "Required. Receives dataset/, runs/ (resumable state), student/ (the exported checkpoint), "
                   "report.json, report.md and plots/. Rerunning with the same output_dir resumes.",
+    "baselines": "Also train and benchmark the baselines the learned router must beat, at the student's layer "
+                 "count and stage-2 budget: the greedily chosen best fixed layers fine-tuned (`static`) and untuned "
+                 "(`static_untuned`), and random layers per sample (`random`); checkpoints in "
+                 "`output_dir/baselines/<name>/`, numbers in report.json `baselines`.",
     "report_eval_samples": "Held-out samples for the report's action errors; 0 = all.",
     "report_latency_iters": "Timed batch-1 forward passes per model (and per layer cap) in the report.",
     "distill": "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
@@ -120,6 +124,7 @@ class DistillJobConfig:
     device: str = "auto"
     threads: int = 0
     output_dir: str = ""
+    baselines: bool = False
     report_eval_samples: int = 200
     report_latency_iters: int = 20
     distill: dict[str, Any] = field(default_factory=dict)

@@ -292,7 +292,8 @@ class _Job:
         self.runs = self.out / "runs"
         self.hf_teacher = is_hf_teacher(cfg)
         with_teacher = cfg.train_teacher or self.hf_teacher
-        stages = ["ingest", *(["teacher"] if with_teacher else []), "probe", "student", "export", "report"]
+        stages = ["ingest", *(["teacher"] if with_teacher else []), "probe", "student", "export",
+                  *(["baselines"] if cfg.baselines else []), "report"]
         self.emit = _Progress(progress, stages)
         self.distill_cfg = cfg.distill_config()
         self.teacher_cfg = cfg.teacher_train_config() if cfg.train_teacher else None
@@ -500,6 +501,39 @@ class _Job:
                 finish(stage)
         return {"student_dir": result.student_dir, "metrics": result.metrics, "totals": totals}
 
+    def baselines(self, dataset_dir: Path, teacher_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
+        """Fixed and random routes at the student's layer count, stage 2's budget each."""
+        from ..core.pipeline import baseline_layer_count, run_baselines
+
+        started = time.monotonic()
+        dcfg = self.distill_cfg
+        layers = baseline_layer_count(metrics["executed_layer_fraction"], len(metrics["layer_frequency"]))
+        total = dcfg.student.epochs * batches_per_epoch(train_samples(dataset_dir, dcfg.held_out_fraction),
+                                                        dcfg.student.batch_size)
+        self.emit("baselines", "started", fraction=0.0, layers_per_pass=layers,
+                  message=f"static/random routes at {layers} layers per pass, {total} fine-tuning steps each")
+        watchers: list[_MetricsWatcher] = []
+
+        def on_baseline(stage: str, info: dict) -> None:
+            if "training" in info:
+                name = f"baseline_{info['training']}"
+                watchers.append(_MetricsWatcher(self.runs / f"{name}_metrics.jsonl", "baselines", total,
+                                                self.emit).start())
+            elif "skipped" in info:
+                self.emit("baselines", "running", message=f"{info['skipped']}: already trained")
+
+        try:
+            paths = run_baselines(dataset_dir, teacher_dir, self.out, dcfg, layers, progress=on_baseline,
+                                  stop_after={k[len("baseline_"):]: v for k, v in self.stop_after.items()
+                                              if k.startswith("baseline_")})
+        finally:
+            for watcher in watchers:
+                watcher.stop()
+            self._timed("baselines", started)
+        if paths:
+            self.emit("baselines", "done", baselines=sorted(paths))
+        return paths
+
     # -- all ------------------------------------------------------------------------------
 
     def run(self) -> JobResult:
@@ -543,13 +577,25 @@ class _Job:
             self.emit(stage, "stopped", step=distilled["metrics"]["steps"], message="stopped before the end")
             return JobResult(self.out, dataset_dir, teacher_dir, student_dir, False, stage, seconds=self.seconds)
 
+        warnings = list(distilled["metrics"].get("warnings", []))
+        for warning in warnings:
+            self.emit("student", "warning", message=warning)
+        baselines: dict[str, Path] = {}
+        if cfg.baselines:
+            baselines = self.baselines(dataset_dir, teacher_dir, distilled["metrics"])
+            if not baselines:
+                self.emit("baselines", "stopped", message="stopped before the end (stop_after)")
+                return JobResult(self.out, dataset_dir, teacher_dir, distilled["student_dir"], False, "baselines",
+                                 seconds=self.seconds)
+
         from .report import write_report  # matplotlib and the benchmark only when a report is due
 
         started = time.monotonic()
         self.emit("report", "started", fraction=0.0)
         report, json_path, md_path = write_report(
             cfg, self.out, dataset_dir=dataset_dir, teacher_dir=teacher_dir, student_dir=distilled["student_dir"],
-            distill_metrics=distilled["metrics"], dataset_summary=summary, seconds=self.seconds)
+            distill_metrics=distilled["metrics"], dataset_summary=summary, seconds=self.seconds,
+            baselines=baselines, warnings=warnings)
         self._timed("report", started)
         report["seconds"] = dict(self.seconds)
         json_path.write_text(json.dumps(report, indent=2, default=str))

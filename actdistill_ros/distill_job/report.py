@@ -12,6 +12,7 @@ stage), ``dataset_summary``, ``plots`` (paths relative to the output dir), ``ben
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -73,8 +74,10 @@ def _dataset_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, teacher_dir: Path, student_dir: Path,
                  distill_metrics: dict[str, Any], dataset_summary: dict[str, Any],
-                 seconds: dict[str, float] | None = None) -> tuple[dict[str, Any], Path, Path]:
-    """Benchmark teacher vs student on held-out data, draw the plots, write report.json/.md."""
+                 seconds: dict[str, float] | None = None, baselines: dict[str, Path] | None = None,
+                 warnings: list[str] | None = None) -> tuple[dict[str, Any], Path, Path]:
+    """Benchmark teacher vs student (and the baselines) on held-out data, draw the plots, write
+    report.json/.md."""
     out_dir = Path(out_dir)
     plots_dir = out_dir / PLOTS_DIR
     dcfg = cfg.distill_config()
@@ -82,13 +85,16 @@ def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, tea
                             curve_latency_iters=cfg.report_latency_iters, eval_samples=cfg.report_eval_samples,
                             held_out_fraction=dcfg.held_out_fraction)
     bench = benchmark(teacher_dir, student_dir, dataset_dir, bench_cfg)
+    baseline_results = {name: _baseline_numbers(benchmark(teacher_dir, path, dataset_dir,
+                                                          dataclasses.replace(bench_cfg, curve=False)), path)
+                        for name, path in (baselines or {}).items()}
 
     runs = out_dir / "runs"
     metrics = {stage: runs / f"{stage}_metrics.jsonl" for stage in STAGES if (runs / f"{stage}_metrics.jsonl").exists()}
     plots = {
         "training_curves": plot_training_curves(metrics, plots_dir / "training_curves.png"),
         "layer_frequency": plot_layer_frequency(bench, plots_dir / "layer_frequency.png"),
-        "keep_ratio_curve": plot_keep_ratio_curve(bench, plots_dir / "keep_ratio_curve.png"),
+        "keep_ratio_curve": plot_keep_ratio_curve(bench, plots_dir / "keep_ratio_curve.png", baseline_results),
         "dataset_summary": plot_dataset_summary(dataset_summary, plots_dir / "dataset_summary.png"),
     }
     report: dict[str, Any] = {
@@ -100,6 +106,10 @@ def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, tea
         "executed_layer_fraction": bench["executed_layer_fraction"],
         "action_error_ratio": bench["action_error_ratio"],
         "keep_ratio_target": cfg.keep_ratio,
+        "distinct_routes": bench["distinct_routes"],
+        "top_routes": bench["top_routes"],
+        "warnings": list(warnings or []),
+        "baselines": baseline_results,
         "episodes": int(dataset_summary.get("episodes", 0)),
         "steps": int(dataset_summary.get("steps", 0)),
         "skipped_bags": list(dataset_summary.get("skipped_bags", [])),
@@ -121,6 +131,24 @@ def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, tea
     md_path = out_dir / REPORT_MD
     md_path.write_text(report_markdown(report, benchmark_markdown(bench)))
     return report, json_path, md_path
+
+
+def _baseline_numbers(bench: dict[str, Any], path: Path) -> dict[str, Any]:
+    return {"checkpoint": str(path), "router": bench["router"], "flops_ratio": bench["flops_ratio"],
+            "speedup": bench["speedup"], "action_error_ratio": bench["action_error_ratio"],
+            "executed_layer_fraction": bench["executed_layer_fraction"], "distinct_routes": bench["distinct_routes"],
+            "layer_frequency": bench["layer_frequency"]}
+
+
+def baselines_markdown(report: dict[str, Any]) -> list[str]:
+    """The student beside its baselines (same layer count, same training budget)."""
+    rows = [("student (learned router)", report)] + list(report.get("baselines", {}).items())
+    lines = ["| model | layers run | FLOPs ratio | speed-up | held-out action error ratio | distinct routes |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['executed_layer_fraction']:.3f} | {r['flops_ratio']:.3f} | {r['speedup']:.2f}x | "
+                     f"{r['action_error_ratio']:.3f} | {r.get('distinct_routes', '')} |")
+    return lines
 
 
 def _fmt(value: Any) -> str:
@@ -147,6 +175,10 @@ def report_markdown(report: dict[str, Any], bench_md: str) -> str:
         f"| dataset | {report['episodes']} episodes, {report['steps']} steps, "
         f"{len(report['skipped_bags'])} skipped bag(s) |",
         "",
+    ]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- **{w}**" for w in report["warnings"]] + [""]
+    lines += [
         "## Student vs teacher",
         "",
         bench_md,
@@ -154,6 +186,13 @@ def report_markdown(report: dict[str, Any], bench_md: str) -> str:
         "",
         f"![per-layer gate activation frequency]({report['plots']['layer_frequency']})",
         "",
+        "Most common routes on held-out samples: " + "; ".join(
+            f"layers {r['layers']} ({r['share']:.0%})" for r in report.get("top_routes", [])) + ".",
+        "",
+    ]
+    if report.get("baselines"):
+        lines += ["## Baselines (same layers per pass, same training budget)", ""] + baselines_markdown(report) + [""]
+    lines += [
         "## Training",
         "",
         "| stage | steps | final loss terms |",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 
-from actdistill_ros.core.checkpoint import read_checkpoint_info
+from actdistill_ros.core.checkpoint import STUDENT_FORMAT, read_checkpoint_info
 from actdistill_ros.sim.tasks import task_names
 
 from .driver import Driver
@@ -165,16 +165,41 @@ def handoff_scenario(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path, tel
     }
 
 
+def find_baselines(directory: str | Path) -> dict[str, Path]:
+    """The student checkpoints in ``directory``'s subdirectories (a distillation job's
+    ``baselines/``), by subdirectory name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"baselines directory not found: {directory}")
+    found = {p.name: p for p in sorted(directory.iterdir())
+             if (p / "config.json").is_file() and read_checkpoint_info(p).get("format") == STUDENT_FORMAT}
+    if not found:
+        raise FileNotFoundError(f"{directory}: no student checkpoint in its subdirectories (expected e.g. static/, "
+                                "random/ from a distillation job with baselines: true)")
+    return found
+
+
 def evaluate(teacher: str | Path, student: str | Path, cfg: EvalConfig, out_dir: str | Path,
-             log: Callable[[str], None] = print, handoff: bool = True) -> dict:
-    """Teacher and student on the same episodes (+ the handoff scenario with the student)."""
+             log: Callable[[str], None] = print, handoff: bool = True,
+             baselines: dict[str, Path] | None = None) -> dict:
+    """Teacher, student and any ``baselines`` ({name: checkpoint}) on the same episodes (+ the
+    handoff scenario with the student)."""
     out = Path(out_dir)
     result: dict = {"config": asdict(cfg)}
     for label, checkpoint in (("teacher", teacher), ("student", student)):
         log(f"closed loop: {label} ({cfg.episodes} episodes per task)")
         result[label] = evaluate_checkpoint(checkpoint, cfg, out / "logs" / label, log, label)
+    if baselines:
+        result["baselines"] = {}
+        for name, checkpoint in baselines.items():
+            log(f"closed loop: baseline {name} ({cfg.episodes} episodes per task)")
+            result["baselines"][name] = evaluate_checkpoint(checkpoint, cfg, out / "logs" / f"baseline_{name}", log,
+                                                            f"baseline {name}")
     result["tasks"] = {task: {label: result[label]["tasks"][task] for label in ("teacher", "student")}
                        for task in result["student"]["tasks"]}
+    for name, r in result.get("baselines", {}).items():
+        for task, both in result["tasks"].items():
+            both[f"baseline {name}"] = r["tasks"][task]
     if handoff:
         log("handoff scenario: teleop -> autonomy -> human override -> teleop")
         result["handoff"] = handoff_scenario(student, cfg, out / "logs" / "handoff")

@@ -25,18 +25,23 @@ def eval_markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     names = {0: "TELEOP", 1: "SHADOW", 2: "AUTONOMY"}
-    for label, r in (("teacher", teacher), ("student", student)):
+    rows = [("teacher", teacher), ("student", student)]
+    rows += [(f"baseline: {name}", r) for name, r in result.get("baselines", {}).items()]
+    for label, r in rows:
         lines.append(
             f"| {label} | {_pct(r['success_rate'])} | {_num(r['mean_steps'])} | {_num(r['latency_ms'], '.2f')} | "
             f"{_num(r['latency_p95_ms'], '.2f')} | {_num(r['control_hz'])} | "
             f"{_pct(r['executed_layer_fraction'])} | {_num(r['flops_ratio'], '.2f')} |")
     speedup = teacher["latency_ms"] / student["latency_ms"] if student["latency_ms"] else float("nan")
     lines += ["", f"Student speed-up (teacher latency / student latency, same node, same run): **{speedup:.2f}x**.",
-              "", "| task | teacher success | student success | teacher steps | student steps |",
-              "|---|---|---|---|---|"]
-    for task, both in result.get("tasks", {}).items():
-        lines.append(f"| {task} | {_pct(both['teacher']['success_rate'])} | {_pct(both['student']['success_rate'])} | "
-                     f"{_num(both['teacher']['mean_steps'])} | {_num(both['student']['mean_steps'])} |")
+              ""]
+    tasks = result.get("tasks", {})
+    columns = list(next(iter(tasks.values()), {}))  # teacher, student, baseline <name>...
+    lines += ["| task | " + " | ".join(f"{c} success" for c in columns) + " | "
+              + " | ".join(f"{c} steps" for c in columns) + " |", "|---" * (1 + 2 * len(columns)) + "|"]
+    for task, per_policy in tasks.items():
+        lines.append(f"| {task} | " + " | ".join(_pct(per_policy[c]['success_rate']) for c in columns) + " | "
+                     + " | ".join(_num(per_policy[c]['mean_steps']) for c in columns) + " |")
     handoff = result.get("handoff")
     if handoff:
         reasons = "; ".join(f"{names.get(t['from'], t['from'])} -> {names.get(t['to'], t['to'])} ({t['reason']})"

@@ -1,0 +1,113 @@
+"""Simpler ways to drop layers, which the learned router has to beat to earn its keep.
+
+Each baseline runs the same number of layers per pass as the distilled student and gets the
+same training budget (stage 2's steps, batch and learning rate), so a comparison isolates what
+the per-input route adds:
+
+* ``static``: the best fixed set of layers, chosen greedily on the teacher's weights (drop the
+  layer whose removal costs least, until the student's layer count is left; errors measured
+  on training samples, so the held-out episodes stay unseen), then fine-tuned with the task
+  loss;
+* ``static_untuned``: that set on the teacher's weights as they are;
+* ``random``: a fresh random set of layers for every sample and pass, fine-tuned with random
+  routes (the network learns to work with any subset, as with LayerDrop) and run that way.
+
+Every baseline is a :class:`~actdistill_ros.core.student.RoutedStudent` with a ``fixed`` or
+``random`` router, so it exports, loads, benchmarks and drives the robot like the student.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import MemoryConfig, OptimConfig, RouterConfig
+from .distributed import SINGLE, World
+from .loop import LoopResult, run_loop
+from .memory import apply_memory_options, autocast, check_memory_options, trainable_parameters
+from .student import RoutedStudent
+from .teacher import VLATeacher
+from .training import TensorData, _finish, evaluate
+
+BASELINES = ("static", "static_untuned", "random")
+SELECTION_SAMPLES = 2048  # training samples the greedy selection scores each candidate set on
+
+
+@dataclass
+class GreedyStep:
+    removed: int
+    kept: list[int]
+    action_mse: float
+
+
+@dataclass
+class GreedySelection:
+    layers: list[int]
+    trace: list[GreedyStep] = field(default_factory=list)
+
+
+def fixed_route_student(teacher: VLATeacher, layers: list[int]) -> RoutedStudent:
+    """A copy of ``teacher`` that always runs ``layers``."""
+    return RoutedStudent(copy.deepcopy(teacher), RouterConfig(kind="fixed", fixed_layers=sorted(layers)))
+
+
+def random_route_student(teacher: VLATeacher, layers_per_pass: int) -> RoutedStudent:
+    """A copy of ``teacher`` that runs ``layers_per_pass`` random layers per sample and pass."""
+    return RoutedStudent(copy.deepcopy(teacher), RouterConfig(kind="random", random_layers=layers_per_pass))
+
+
+def subset(data: TensorData, limit: int) -> TensorData:
+    """The first ``limit`` samples, spread over the whole set (every k-th sample)."""
+    if len(data) <= limit:
+        return data
+    rows = torch.linspace(0, len(data) - 1, limit).round().long()
+    return TensorData({k: v[rows] for k, v in data.inputs.items()}, data.targets[rows], data.sample_ids[rows])
+
+
+@torch.no_grad()
+def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: int) -> GreedySelection:
+    """Drop layers one at a time, each time the one whose removal gives the lowest action error
+    of the untuned network on ``data``, until ``keep_layers`` are left."""
+    if not 1 <= keep_layers <= teacher.num_layers:
+        raise ValueError(f"keep_layers must be in [1, {teacher.num_layers}], got {keep_layers}")
+    kept = list(range(teacher.num_layers))
+    trace: list[GreedyStep] = []
+    probe = fixed_route_student(teacher, kept).eval()
+    while len(kept) > keep_layers:
+        scores = []
+        for layer in kept:
+            route = [i for i in kept if i != layer]
+            probe.router.route.zero_()
+            probe.router.route[route] = 1.0
+            scores.append((evaluate(probe, data, routed=True)["action_mse"], layer))
+        mse, layer = min(scores)
+        kept.remove(layer)
+        trace.append(GreedyStep(layer, list(kept), mse))
+    return GreedySelection(kept, trace)
+
+
+def finetune_routed(student: RoutedStudent, data: TensorData, cfg: OptimConfig, run_dir: Path, name: str,
+                    memory: MemoryConfig | None = None, world: World = SINGLE,
+                    stop_after: int | None = None) -> LoopResult:
+    """Train the backbone of a fixed- or random-route student with the action head's task loss
+    alone (the router has nothing to learn); resumable like every stage (``run_dir/<name>_*``)."""
+    memory = memory or MemoryConfig()
+    device = next(student.parameters()).device
+    check_memory_options(memory, device)
+    student.backbone.requires_grad_(True)
+    apply_memory_options(student.backbone, memory)
+    forward_train = world.wrap_method(student, "forward_train", shard_units=list(student.backbone.layers))
+    optimizer = torch.optim.AdamW(trainable_parameters(student.backbone), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    normalizer = student.backbone.normalizer
+
+    def step(rows: torch.Tensor):
+        inputs, target = data.rows(rows, device)
+        with autocast(memory, device):
+            out = forward_train(inputs, decode_actions=False, target=normalizer.normalize(target))
+        return out.task_loss, {"task": out.task_loss.item(), "executed": out.gates.detach().float().mean().item()}
+
+    result = run_loop(name, run_dir, {"student": student}, optimizer, cfg, len(data), step, stop_after, world=world)
+    return _finish(result, student, world)

@@ -1,0 +1,108 @@
+"""Baselines beside the student: greedy static pruning (tuned and untuned) and random routes, at the
+student's layer count and stage-2 budget, exported as student checkpoints the policy runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from actdistill_ros.core.baselines import fixed_route_student, greedy_layer_selection, random_route_student
+from actdistill_ros.core.checkpoint import load_student, load_teacher
+from actdistill_ros.core.config import ConfigError, RouterConfig
+from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.loop import batches_per_epoch
+from actdistill_ros.core.pipeline import baseline_layer_count
+from actdistill_ros.core.policies import load_policy
+from actdistill_ros.core.training import build_tensor_data, evaluate
+from actdistill_ros.distill_job import config_from_mapping, run_distill_job
+from actdistill_ros.distill_job.job import train_samples
+
+from core_helpers import TINY, tiny_inputs, tiny_teacher
+from test_distill_job import build_demo, job_mapping
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return build_demo(tmp_path_factory.mktemp("baselines_demo"))
+
+
+def test_fixed_and_random_routers_run_exactly_their_layers():
+    teacher = tiny_teacher()
+    inputs = tiny_inputs(teacher, batch=5)
+    fixed = fixed_route_student(teacher, [3, 1])
+    assert fixed.forward_routed(inputs).executed.tolist() == [[False, True, False, True]] * 5
+    torch.manual_seed(0)
+    random = random_route_student(teacher, 2).eval()
+    executed = torch.cat([random.forward_routed(inputs).executed for _ in range(4)])
+    assert executed.sum(1).tolist() == [2] * 20
+    assert len({tuple(row.tolist()) for row in executed}) > 1  # routes differ between samples and passes
+    with pytest.raises(ConfigError, match="fixed_layers"):
+        fixed_route_student(teacher, [4])
+    with pytest.raises(ConfigError, match="random_layers"):
+        RouterConfig(kind="random").validate()
+
+
+def test_greedy_selection_drops_the_cheapest_layer_each_time(demo):
+    teacher = load_teacher(demo.teacher)
+    data = build_tensor_data(EpisodeDataset.load(demo.dataset), teacher)
+    selection = greedy_layer_selection(teacher, data, 2)
+    assert len(selection.layers) == 2 and [len(s.kept) for s in selection.trace] == [3, 2]
+    # the last step chose the best 2-of-3 subset of what the first step kept
+    first_kept = selection.trace[0].kept
+    errors = {tuple(sorted(c)): evaluate(fixed_route_student(teacher, list(c)), data, routed=True)["action_mse"]
+              for c in itertools.combinations(first_kept, 2)}
+    assert tuple(selection.layers) == min(errors, key=errors.get)
+    assert selection.trace[-1].action_mse == pytest.approx(min(errors.values()))
+
+
+def test_baseline_layer_count_rounds_the_students_mean():
+    assert baseline_layer_count(0.5, 6) == 3
+    assert baseline_layer_count(0.42, 6) == 3  # 2.52 layers
+    assert baseline_layer_count(0.0, 6) == 1
+
+
+def test_job_trains_baselines_at_the_students_layer_count_with_the_same_budget(demo, tmp_path):
+    out = tmp_path / "out"
+    cfg = config_from_mapping(job_mapping(demo, out, bags="", dataset=str(demo.dataset), baselines=True))
+    events: list[dict] = []
+    result = run_distill_job(cfg, progress=events.append)
+    assert result.finished
+    report = json.loads(result.report_json.read_text())
+    layers = baseline_layer_count(report["held_out"]["executed_layer_fraction"], TINY.num_layers)
+    assert set(report["baselines"]) == {"static", "static_untuned", "random"}
+    selection = json.loads((out / "runs" / "baseline_selection.json").read_text())
+    assert selection["layers_per_pass"] == layers and len(selection["layers"]) == layers
+    for name, numbers in report["baselines"].items():
+        # every baseline runs exactly the student's (rounded) layer count on every held-out sample
+        assert numbers["executed_layer_fraction"] == pytest.approx(layers / TINY.num_layers)
+        info = json.loads((out / "baselines" / name / "config.json").read_text())
+        assert info["baseline"]["layers_per_pass"] == layers
+        policy = load_policy(out / "baselines" / name, device="cpu")
+        act = policy.act(np.full((32, 32, 3), 100, np.uint8), "push the blue cube")
+        assert act.layers_executed == layers and np.isfinite(act.actions).all()
+    assert load_student(out / "baselines" / "static").router.kind == "fixed"
+    assert load_student(out / "baselines" / "random").router.cfg.random_layers == layers
+    # the same fine-tuning budget as stage 2; the untuned one keeps the teacher's weights
+    dcfg = cfg.distill_config()
+    total = dcfg.student.epochs * batches_per_epoch(train_samples(Path(demo.dataset), dcfg.held_out_fraction),
+                                                    dcfg.student.batch_size)
+    for name in ("static", "random"):
+        assert len((out / "runs" / f"baseline_{name}_metrics.jsonl").read_text().splitlines()) == total
+    teacher = load_file(str(Path(demo.teacher) / "model.safetensors"))
+    untuned = load_file(str(out / "baselines" / "static_untuned" / "model.safetensors"))
+    tuned = load_file(str(out / "baselines" / "static" / "model.safetensors"))
+    key = "layers.0.mlp.down_proj.weight"
+    assert torch.equal(untuned[f"backbone.{key}"], teacher[key])
+    assert not torch.equal(tuned[f"backbone.{key}"], teacher[key])
+    markdown = result.report_md.read_text()
+    assert "## Baselines" in markdown and "static_untuned" in markdown
+    assert any(e["stage"] == "baselines" and e["state"] == "done" for e in events)
+    # a rerun reuses everything
+    again = json.loads(run_distill_job(cfg).report_json.read_text())
+    assert again["baselines"].keys() == report["baselines"].keys()
