@@ -1,5 +1,5 @@
 # Entry points. Every target sets up .venv first (idempotent: a no-op when nothing changed).
-.PHONY: setup test demo demo-quick eval demo-offline demo-default lint shipped-checkpoints
+.PHONY: setup test demo demo-quick eval compare demo-offline demo-default lint shipped-checkpoints
 
 setup:
 	bash scripts/setup_env.sh
@@ -10,7 +10,8 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 # the main job on the embedded default (simulated arm, all over ROS 2): record teleop demos to
-# mcap -> train the TinyVLA teacher -> distil the routed student -> closed-loop eval of both
+# mcap -> distil the routed student from the shipped teacher -> closed-loop eval of both
+# (`make shipped-checkpoints` is the same chain with the teacher trained on the bags too)
 demo: setup
 	.venv/bin/actdistill sim-job --out runs/sim_job --device cpu
 
@@ -22,6 +23,11 @@ demo-quick: setup
 eval: setup
 	.venv/bin/actdistill eval --out runs/eval --json runs/eval/eval.json --device cpu
 
+# does the learned router earn its keep? the main job plus the baselines (static pruning tuned and
+# untuned, random routes; same layer count, same training budget), all in the same closed loop
+compare: setup
+	.venv/bin/actdistill sim-job --baselines --out runs/compare --device cpu
+
 # offline only (no ROS, no simulator): synthetic images -> teacher -> student -> benchmark
 demo-offline: setup
 	.venv/bin/actdistill demo --quick --out runs/demo
@@ -31,9 +37,9 @@ demo-default: setup
 	.venv/bin/actdistill demo --preset default --out runs/default
 
 # regenerate the checkpoints shipped in actdistill_ros/assets (the policy node's default):
-# teacher and student of the main job, seed 0
+# the main job with the teacher trained on the recorded bags too, seed 0
 shipped-checkpoints: setup
-	.venv/bin/actdistill sim-job --out runs/shipped --device cpu --seed 0
+	.venv/bin/actdistill sim-job --train-teacher --out runs/shipped --device cpu --seed 0
 	rm -rf actdistill_ros/assets/teacher_default actdistill_ros/assets/student_default
 	cp -r runs/shipped/distill/teacher actdistill_ros/assets/teacher_default
 	cp -r runs/shipped/distill/student actdistill_ros/assets/student_default

@@ -20,6 +20,12 @@ class SimConfig:
     max_linear_step_m: float = 0.05
     max_angular_step_rad: float = 0.3
     render_backend: str = "egl"  # MUJOCO_GL: egl | osmesa | glfw
+    # Imperfect tracking: every applied linear step is off by Gaussian noise of this standard
+    # deviation per axis [m] (drawn from the episode seed). Recording demonstrations with it
+    # (the teleop command, i.e. the label, stays what the human sent) shows the policy the
+    # expert's corrections from states a perfect arm never visits, as DART does (Laskey et al.
+    # 2017); evaluation runs without it unless asked.
+    actuation_noise_m: float = 0.0
 
     @property
     def control_period_s(self) -> float:
@@ -38,6 +44,8 @@ class SimConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.actuation_noise_m) and self.actuation_noise_m >= 0):
+            raise ConfigError(f"actuation_noise_m must be a finite number >= 0, got {self.actuation_noise_m}")
         if self.physics_timestep_s > self.control_period_s:
             raise ConfigError(f"physics_timestep_s {self.physics_timestep_s} is longer than the control period "
                               f"{self.control_period_s:.4f} s")

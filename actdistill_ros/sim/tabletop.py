@@ -3,8 +3,9 @@
 The gripper is a MuJoCo mocap body (kinematic, so contacts can never destabilise it), the
 fingers are position-controlled slide joints, the cubes are free bodies. One :meth:`step` is
 one control period: the command is validated (NaN/inf or out-of-range commands are rejected,
-counted and replaced by "hold still"), applied as a delta to the mocap pose, then physics
-runs ``substeps`` MuJoCo steps. Everything is a pure function of the seed and the commands.
+counted and replaced by "hold still"), applied as a delta to the mocap pose (off by
+``actuation_noise_m`` when set: imperfect tracking), then physics runs ``substeps`` MuJoCo
+steps. Everything is a pure function of the seed and the commands.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class TabletopSim:
         self.success = False
         self.rejected_in_episode = 0
         self._rpy = np.zeros(3)
+        self._noise = np.random.default_rng(0)
 
     # -- episode ------------------------------------------------------------------------------
     def reset(self, seed: int, task: str | None = None) -> EpisodeInfo:
@@ -123,6 +125,7 @@ class TabletopSim:
         mj.mj_forward(self.model, self.data)
         for _ in range(20):  # let the cubes settle on the table
             mj.mj_step(self.model, self.data)
+        self._noise = np.random.default_rng([seed, 1])  # actuation noise: a function of the seed too
         self.episode = EpisodeInfo(seed, task, instruction)
         self.task = spec
         self.steps, self.done, self.success, self.rejected_in_episode = 0, False, False, 0
@@ -182,6 +185,8 @@ class TabletopSim:
 
     def _apply(self, a: np.ndarray) -> None:
         pos = self.data.mocap_pos[self._mocap] + a[:3]
+        if self.cfg.actuation_noise_m > 0:
+            pos = pos + self._noise.normal(0.0, self.cfg.actuation_noise_m, 3)
         self.data.mocap_pos[self._mocap] = np.clip(pos, WORKSPACE_LOW, WORKSPACE_HIGH)
         rpy = self._rpy + a[3:6]
         rpy[:2] = np.clip(rpy[:2], -MAX_TILT_RAD, MAX_TILT_RAD)

@@ -30,7 +30,10 @@ class RecordConfig:
     storage: str = "mcap"
     image_size: int = 64
     real_time_factor: float = 5.0
-    expert_noise_m: float = 0.003
+    expert_noise_m: float = 0.003  # the human's own jitter (in the recorded commands)
+    # the arm's imperfect tracking while recording (not in the recorded commands): the demos then
+    # show corrections from off-course states (DART); see SimConfig.actuation_noise_m
+    actuation_noise_m: float = 0.006
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -47,7 +50,8 @@ def record_demonstrations(out_dir: str | Path, cfg: RecordConfig,
     try:
         with NodeGroup(out / "logs") as group:
             group.start("sim_node", "sim", {"sim.image_size": cfg.image_size, "initial_seed": -1,
-                                             "real_time_factor": cfg.real_time_factor},
+                                             "real_time_factor": cfg.real_time_factor,
+                                             "sim.actuation_noise_m": cfg.actuation_noise_m},
                         remaps={"servo/delta_twist_cmds": "/teleop/twist", "gripper_command": "/teleop/gripper"})
             group.start("teleop_expert_node", "teleop_expert", {"noise_m": cfg.expert_noise_m, "seed": cfg.seed})
             group.start("bag_recorder_node", "recorder", {"output_dir": str(out / "bags"), "topics": RECORDED_TOPICS,
