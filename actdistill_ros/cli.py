@@ -129,7 +129,7 @@ def _cmd_sim_job(args) -> int:
 
     run_main_job(args.out, preset="quick" if args.quick else "default", seed=args.seed, device=args.device,
                  eval_episodes=args.eval_episodes, log=lambda line: print(line, flush=True), baselines=args.baselines,
-                 train_teacher=args.train_teacher)
+                 train_teacher=args.train_teacher, threads=args.threads)
     print(f"outputs in {args.out}: demos/bags, distill/ (teacher, student, report), eval.json, eval.md")
     return 0
 
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also distil the baselines (static pruning, random routes) and drive the arm with each")
     p.add_argument("--train-teacher", action="store_true",
                    help="train the teacher on the recorded demonstrations too (default: distil the shipped teacher)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for training (0: one per core; 1 when other work shares the machine)")
     p.set_defaults(func=_cmd_sim_job)
     return parser
 

@@ -60,7 +60,7 @@ PRESETS: dict[str, MainJobPreset] = {
 
 
 def distill_job_mapping(preset: MainJobPreset, out: Path, device: str, seed: int, baselines: bool = False,
-                        train_teacher: bool = False) -> dict:
+                        train_teacher: bool = False, threads: int = 0) -> dict:
     """The distillation job a user would write for these bags (see config/distill.yaml): with
     ``train_teacher`` it trains the TinyVLA teacher on them first, else it distils the shipped one."""
     teacher: dict = {"train_teacher": False}
@@ -83,6 +83,7 @@ def distill_job_mapping(preset: MainJobPreset, out: Path, device: str, seed: int
         "probe_epochs": preset.probe_epochs,
         "batch_size": preset.batch_size,
         "device": device,
+        "threads": threads,
         "output_dir": str(out / "distill"),
         "baselines": baselines,
         "distill": {"student": {"seed": seed}, "probe": {"seed": seed}},
@@ -91,11 +92,13 @@ def distill_job_mapping(preset: MainJobPreset, out: Path, device: str, seed: int
 
 def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, device: str = "auto",
                  eval_episodes: int | None = None, log: Callable[[str], None] = print,
-                 baselines: bool = False, train_teacher: bool = False) -> dict:
+                 baselines: bool = False, train_teacher: bool = False, threads: int = 0) -> dict:
     """Record -> distil -> evaluate. ``train_teacher``: train the teacher on the recorded bags too
     (what made the shipped one) instead of distilling the shipped teacher. ``baselines``: also
     distil the baselines (static pruning tuned/untuned, random routes; core/baselines.py) and
-    drive the arm with each, beside teacher and student."""
+    drive the arm with each, beside teacher and student. ``threads``: torch CPU threads of the
+    training stages (0 = one per core; 1 on a machine other work shares: threads that wait for
+    a busy core slowed a training step ~10x on 2 cores)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -117,7 +120,7 @@ def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, de
     teacher = "train the TinyVLA teacher" if train_teacher else "the shipped teacher"
     log(f"[2/3] distillation job: ingest bags -> {teacher} -> stage 1 -> stage 2 -> export"
         + (" -> baselines" if baselines else ""))
-    job_cfg = config_from_mapping(distill_job_mapping(p, out, device, seed, baselines, train_teacher))
+    job_cfg = config_from_mapping(distill_job_mapping(p, out, device, seed, baselines, train_teacher, threads))
 
     def progress(event: dict) -> None:
         if event.get("state") in ("started", "done", "skipped", "failed"):
