@@ -1,4 +1,4 @@
-"""Launch the ActDistill policy node.
+"""Launch the ActDistill policy node (a managed node, configured and activated by default).
 
     ros2 launch actdistill_ros policy.launch.py \
         checkpoint:=/path/to/student device:=cuda namespace:=arm1 \
@@ -6,10 +6,12 @@
         action_topic:=/arm1/ee_action log_level:=info
 
 Parameters come from ``params_file`` (default: the package's ``config/policy.yaml``);
-``checkpoint`` and ``device``, when given, override the file. ``image_topic`` remaps the
-node's ``image`` topic and, with ``/compressed`` appended, its ``image/compressed`` topic.
-Topic arguments left at their defaults keep the node's relative names (which then resolve
-inside ``namespace``).
+``checkpoint``, ``device`` and ``initial_mode``, when given, override the file. ``image_topic``
+remaps the node's ``image`` topic and, with ``/compressed`` appended, its ``image/compressed``
+topic. Topic arguments left at their defaults keep the node's relative names (which then resolve
+inside ``namespace``). ``autostart:=false`` leaves the node unconfigured:
+``ros2 lifecycle set /policy_node configure`` then ``activate``. A bad argument stops the launch
+with one line naming it; the node exiting (e.g. a checkpoint it can not load) ends the launch.
 """
 
 import os  # noqa: I001  (ruff takes `launch` for first-party: the repo has a launch/ folder)
@@ -19,6 +21,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from actdistill_ros import launching as check
 
 PACKAGE = "actdistill_ros"
 
@@ -31,39 +35,42 @@ def _launch_setup(context, *args, **kwargs):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context).strip()
 
-    overrides = {}
+    log_level = check.choice("log_level", arg("log_level"), check.LOG_LEVELS)
+    namespace = check.namespace("namespace", arg("namespace"))
+    params_file = check.existing_file("params_file", arg("params_file"), allow_empty=True)
+    overrides = {"autostart": check.boolean("autostart", arg("autostart"))}
     if arg("checkpoint"):
-        overrides["checkpoint"] = arg("checkpoint")
+        overrides["checkpoint"] = check.existing_directory("checkpoint", arg("checkpoint"))
     if arg("device"):
-        overrides["device"] = arg("device")
+        overrides["device"] = check.device("device", arg("device"))
+    if arg("initial_mode"):
+        overrides["initial_mode"] = check.choice("initial_mode", arg("initial_mode"), check.MODES)
 
     remappings = []
-    image_topic = arg("image_topic")
-    if image_topic and image_topic != "image":
+    image_topic = check.topic("image_topic", arg("image_topic"))
+    if image_topic != "image":
         remappings.append(("image", image_topic))
         remappings.append(("image/compressed", image_topic.rstrip("/") + "/compressed"))
-    for name, topic in (("instruction", arg("instruction_topic")), ("action", arg("action_topic"))):
-        if topic and topic != name:
-            remappings.append((name, topic))
+    for name, default in (("instruction_topic", "instruction"), ("action_topic", "action")):
+        topic = check.topic(name, arg(name))
+        if topic != default:
+            remappings.append((default, topic))
 
-    parameters = []
-    if arg("params_file"):
-        parameters.append(arg("params_file"))
-    if overrides:
-        parameters.append(overrides)  # later entries win over the file
+    parameters = [params_file] if params_file else []
+    parameters.append(overrides)  # later entries win over the file
 
     node = Node(
         package=PACKAGE,
         executable="policy_node",
         name="policy_node",
-        namespace=arg("namespace"),
+        namespace=namespace,
         parameters=parameters,
         remappings=remappings,
-        arguments=["--ros-args", "--log-level", arg("log_level") or "info"],
+        arguments=["--ros-args", "--log-level", log_level],
         output="screen",
         emulate_tty=True,
     )
-    return [node]
+    return [node, check.end_launch_on_exit(node)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -72,7 +79,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "checkpoint",
                 default_value="",
-                description="student checkpoint directory; empty: the value in params_file "
+                description="student (or teacher) checkpoint directory; empty: the value in params_file "
                 "(there '' means the student shipped with the package)",
             ),
             DeclareLaunchArgument(
@@ -84,6 +91,17 @@ def generate_launch_description() -> LaunchDescription:
                 "params_file",
                 default_value=_default_params_file(),
                 description="YAML file with the node's parameters (ros__parameters under /**)",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="configure and activate the (managed) node at start: true or false "
+                "(false: `ros2 lifecycle set /policy_node configure`, then `activate`)",
+            ),
+            DeclareLaunchArgument(
+                "initial_mode",
+                default_value="",
+                description="mode at start: teleop, shadow or autonomy; empty: the value in params_file",
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
             DeclareLaunchArgument(
