@@ -126,11 +126,11 @@ EOF
 
 # The venv as an ament prefix (what colcon installs, so `ros2 run` / `ros2 launch` find the package
 # here whenever the launch system is installed): the ament index marker (installed by CMake),
-# share/actdistill_ros/{package.xml,launch,config}, lib/actdistill_ros/<executable> for every console
-# script of the package, and AMENT_PREFIX_PATH set by bin/activate (restored by deactivate).
-# launch/ and config/ hold symlinks to the source files (like `colcon build --symlink-install`), the
-# executables symlinks to the console scripts pip wrote into bin/. Cheap and idempotent: run on
-# every set-up, also when the stamps match.
+# share/actdistill_ros/{package.xml,launch/,config/}, lib/actdistill_ros/<executable> for every
+# console script of the package, and AMENT_PREFIX_PATH set by bin/activate (restored by deactivate).
+# package.xml and the files in launch/ and config/ are symlinks to the sources (like
+# `colcon build --symlink-install`), the executables symlinks to the console scripts pip wrote
+# into bin/. Cheap and idempotent: run on every set-up, also when the stamps match.
 ament_prefix_layout() {
   "$PY" - "$VENV" "$ROOT" <<'PYEOF'
 import importlib.metadata as md
@@ -170,9 +170,10 @@ for name in ("launch", "config"):
     for stale in directory.iterdir():
         if stale.name not in sources:
             stale.unlink()
+link(share / "package.xml", root / "package.xml")  # (CMake installed a copy)
 marker = venv / "share" / "ament_index" / "resource_index" / "packages" / pkg
-if not marker.is_file() or not (share / "package.xml").is_file():
-    sys.exit(f"{marker} or {share / 'package.xml'} is missing: the interfaces build (ament_package) did not install them")
+if not marker.is_file():
+    sys.exit(f"{marker} is missing: the interfaces build (ament_package) did not install it")
 scripts = sorted(ep.name for ep in md.distribution(pkg).entry_points if ep.group == "console_scripts")
 for name in scripts:
     target = venv / "bin" / name
