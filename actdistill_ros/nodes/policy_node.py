@@ -39,12 +39,14 @@ Topics (relative names, so namespaces and remaps apply):
 
 Threads: the student runs on a dedicated worker thread, always on the *newest* image only
 (a one-slot mailbox: a frame arriving while the model is busy replaces the waiting one,
-nothing queues). Inference never runs in an executor callback, so it never blocks the
-control timer, which runs on a single-threaded executor with the (short) subscription,
-service and parameter callbacks. A new ``max_layers``/``threshold`` is checked on the executor
-thread without touching the model and applied by the worker between two forward passes, so
-setting it never waits for an inference. One command per tick: the chunk executor's step in
-AUTONOMY (the blend during the ramp), the human command in TELEOP and SHADOW.
+nothing queues). The subscription callback only swaps the message into the mailbox; the worker
+decodes the frames it uses (an HD frame is megabytes), so frames it skips cost nothing more.
+Inference never runs in an executor callback, so it never blocks the control timer, which runs
+on a single-threaded executor with the (short) subscription, service and parameter callbacks.
+A new ``max_layers``/``threshold`` is checked on the executor thread without touching the model
+and applied by the worker between two forward passes, so setting it never waits for an
+inference. One command per tick: the chunk executor's step in AUTONOMY (the blend during the
+ramp), the human command in TELEOP and SHADOW.
 
 Safety (:mod:`actdistill_ros.control.safety`, :mod:`actdistill_ros.control.monitoring`): input
 ages come from header stamps (at least the time since reception; a stamp further in the future
@@ -133,8 +135,8 @@ def _stamp_is_zero(stamp: Any) -> bool:
 
 @dataclass
 class _Frame:
-    image: np.ndarray
-    stamp: Any  # builtin_interfaces/Time of the image header
+    msg: Any  # sensor_msgs/Image or CompressedImage, not decoded yet
+    received: float  # time.monotonic() at reception
 
 
 @dataclass
@@ -171,7 +173,7 @@ class PolicyNode(LifecycleNode):
         volatile_qos = _qos(depth=1, reliable=True, latched=False)
         transitions_qos = _qos(depth=10, reliable=True, latched=True)
         self.create_subscription(Image, "image", self._on_image, sensor_qos)
-        self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, sensor_qos)
+        self.create_subscription(CompressedImage, "image/compressed", self._on_image, sensor_qos)
         # Two subscriptions on `instruction`: a transient-local one receives the latched message of a
         # transient-local publisher that started earlier, but DDS does not match it with a volatile
         # publisher (e.g. plain `ros2 topic pub`); the volatile one covers those. A transient-local
@@ -435,38 +437,34 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"{why}: sent a zero command")
 
     # == inputs =================================================================================
-    def _drop_image(self, exc: Exception) -> None:
-        with self._lock:
-            self._dropped_images += 1
-            count = self._dropped_images
-        self.get_logger().warning(f"dropped image ({count} so far): {exc}", throttle_duration_sec=1.0)
-
-    def _deliver(self, image: np.ndarray, stamp: Any) -> None:
-        now = time.monotonic()
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        """Executor thread: keep the newest message for the worker, nothing more. Decoding (a copy of
+        a 6 MB HD frame, or a JPEG decode) happens on the worker, for the frames it uses only."""
+        if self.lifecycle_state != "active":  # nothing to act on
+            return
         with self._mailbox:
-            self._frame = _Frame(image, stamp)  # replaces an undelivered older frame
-            self._image = _Input(now, _stamp_s(stamp))
+            self._frame = _Frame(msg, time.monotonic())  # replaces an undelivered older frame
             self._mailbox.notify()
 
-    def _on_image(self, msg: Image) -> None:
-        if self.lifecycle_state != "active":  # nothing to act on: do not pay for decoding
-            return
+    def _decode(self, frame: _Frame) -> np.ndarray | None:
+        """Worker thread: the frame as RGB, or None (counted, logged) when it can not be decoded.
+        A decoded frame becomes the newest image the control loop judges staleness by."""
+        msg = frame.msg
         try:
-            image = image_msg_to_rgb(msg)
+            if isinstance(msg, CompressedImage):
+                image = compressed_msg_to_rgb(msg)
+            else:  # raw rgb8: a view of the message, which the policy resizes; no copy of an HD frame
+                image = image_msg_to_rgb(msg, copy=False)
         except ImageDecodeError as exc:
-            self._drop_image(exc)
-            return
-        self._deliver(image, msg.header.stamp)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        if self.lifecycle_state != "active":
-            return
-        try:
-            image = compressed_msg_to_rgb(msg)
-        except ImageDecodeError as exc:
-            self._drop_image(exc)
-            return
-        self._deliver(image, msg.header.stamp)
+            with self._lock:
+                self._dropped_images += 1
+                count = self._dropped_images
+            self.get_logger().warning(f"dropped image ({count} so far): {exc}", throttle_duration_sec=1.0)
+            return None
+        with self._lock:
+            if self._image is None or frame.received >= self._image.received:
+                self._image = _Input(frame.received, _stamp_s(msg.header.stamp))
+        return image
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
@@ -576,16 +574,20 @@ class PolicyNode(LifecycleNode):
                     return
                 budget, self._pending_budget = self._pending_budget, None
                 frame, self._frame = self._frame, None
-                instruction = self._instruction
             if budget is not None:  # between two forward passes: nothing else touches the model
                 try:
                     policy.set_budget(max_layers=budget[0], threshold=budget[1])
                 except ValueError as exc:  # checked before; a policy may still refuse
                     self.get_logger().error(f"compute budget not applied: {exc}")
-            if frame is None or instruction is None:
+            if frame is None:
+                continue
+            image = self._decode(frame)
+            with self._lock:
+                instruction = self._instruction
+            if image is None or instruction is None:
                 continue
             try:
-                out = policy.act(frame.image, instruction)
+                out = policy.act(image, instruction)
             except Exception as exc:  # noqa: BLE001 -- any failure must stop the robot, not the node
                 message = f"inference failed: {type(exc).__name__}: {exc}"
                 with self._lock:
@@ -597,9 +599,10 @@ class PolicyNode(LifecycleNode):
             with self._lock:
                 self._inference_error = None
                 self._last_output = out
-                self._last_prediction_stamps = (frame.stamp, ready)
+                stamp = frame.msg.header.stamp
+                self._last_prediction_stamps = (stamp, ready)
                 self._prediction_ready = time.monotonic()
-                self._chunk_pending = (out.actions, frame.stamp)
+                self._chunk_pending = (out.actions, stamp)
 
     # == control loop =============================================================================
     def _age(self, inp: _Input | None, now: float, clock_s: float) -> InputAge | None:
