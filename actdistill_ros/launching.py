@@ -113,6 +113,22 @@ def existing_directory(name: str, value: str, allow_empty: bool = False) -> str:
     raise _fail(name, value, f"an existing directory{empty}")
 
 
+DDS_PROFILES = {"large_images": "fastdds_large_images.xml"}  # name -> file in the package's config/
+
+
+def dds_profile(name: str, value: str, config_dir: str) -> dict[str, str]:
+    """The environment that makes a node use a Fast DDS XML profile: {} for '', the package's
+    profile for a name in :data:`DDS_PROFILES`, or the given file (both Fast DDS 3 and 2 variables)."""
+    v = value.strip()
+    if not v:
+        return {}
+    path = os.path.join(config_dir, DDS_PROFILES[v]) if v in DDS_PROFILES else v
+    if not os.path.isfile(path):
+        names = ", ".join(DDS_PROFILES)
+        raise _fail(name, value, f"'' (the environment's), {names} or an existing Fast DDS XML profile file")
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": path, "FASTRTPS_DEFAULT_PROFILES_FILE": path}
+
+
 class NodeExitError(RuntimeError):
     """A node of the launch exited with a non-zero status."""
 

@@ -10,8 +10,11 @@ Parameters come from ``params_file`` (default: the package's ``config/policy.yam
 remaps the node's ``image`` topic and, with ``/compressed`` appended, its ``image/compressed``
 topic. Topic arguments left at their defaults keep the node's relative names (which then resolve
 inside ``namespace``). ``autostart:=false`` leaves the node unconfigured:
-``ros2 lifecycle set /policy_node configure`` then ``activate``. A bad argument stops the launch
-with one line naming it; the node exiting (e.g. a checkpoint it can not load) ends the launch.
+``ros2 lifecycle set /policy_node configure`` then ``activate``. ``dds_profile:=large_images``
+runs the node with the package's Fast DDS profile for raw HD camera images
+(``config/fastdds_large_images.xml``; the camera driver needs it too, see the README). A bad
+argument stops the launch with one line naming it; the node exiting (e.g. a checkpoint it can not
+load) ends the launch.
 """
 
 import os  # noqa: I001  (ruff takes `launch` for first-party: the repo has a launch/ folder)
@@ -27,8 +30,8 @@ from actdistill_ros import launching as check
 PACKAGE = "actdistill_ros"
 
 
-def _default_params_file() -> str:
-    return os.path.join(get_package_share_directory(PACKAGE), "config", "policy.yaml")
+def _config_dir() -> str:
+    return os.path.join(get_package_share_directory(PACKAGE), "config")
 
 
 def _launch_setup(context, *args, **kwargs):
@@ -38,6 +41,7 @@ def _launch_setup(context, *args, **kwargs):
     log_level = check.choice("log_level", arg("log_level"), check.LOG_LEVELS)
     namespace = check.namespace("namespace", arg("namespace"))
     params_file = check.existing_file("params_file", arg("params_file"), allow_empty=True)
+    dds_env = check.dds_profile("dds_profile", arg("dds_profile"), _config_dir())
     overrides = {"autostart": check.boolean("autostart", arg("autostart"))}
     if arg("checkpoint"):
         overrides["checkpoint"] = check.existing_directory("checkpoint", arg("checkpoint"))
@@ -67,6 +71,7 @@ def _launch_setup(context, *args, **kwargs):
         parameters=parameters,
         remappings=remappings,
         arguments=["--ros-args", "--log-level", log_level],
+        additional_env=dds_env,
         output="screen",
         emulate_tty=True,
     )
@@ -89,7 +94,7 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "params_file",
-                default_value=_default_params_file(),
+                default_value=os.path.join(_config_dir(), "policy.yaml"),
                 description="YAML file with the node's parameters (ros__parameters under /**)",
             ),
             DeclareLaunchArgument(
@@ -118,6 +123,12 @@ def generate_launch_description() -> LaunchDescription:
                 "action_topic",
                 default_value="action",
                 description="output topic of the end-effector commands (actdistill_ros/EndEffectorAction)",
+            ),
+            DeclareLaunchArgument(
+                "dds_profile",
+                default_value="",
+                description="Fast DDS profile of the node: '' (the environment's), large_images (raw HD "
+                "camera images over shared memory; the camera driver needs it too) or an XML file",
             ),
             DeclareLaunchArgument(
                 "log_level",

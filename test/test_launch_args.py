@@ -1,6 +1,8 @@
 """The launch files' argument checks (ROS-free): every bad value gives one line naming the argument,
 the value and what is accepted (``ros2 launch`` prints it; test_ros2_launch.py checks that end to end)."""
 
+from pathlib import Path
+
 import pytest
 
 from actdistill_ros import launching as check
@@ -54,3 +56,17 @@ def test_good_values_come_back_typed(tmp_path):
     assert check.existing_file("params_file", str(tmp_path / "p.yaml")) == str(tmp_path / "p.yaml")
     assert check.existing_file("params_file", "", allow_empty=True) == ""
     assert check.existing_directory("checkpoint", str(tmp_path)) == str(tmp_path)
+
+
+def test_dds_profile(tmp_path):
+    config = Path(__file__).resolve().parent.parent / "config"
+    assert check.dds_profile("dds_profile", "", str(config)) == {}
+    env = check.dds_profile("dds_profile", "large_images", str(config))
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(config / "fastdds_large_images.xml")
+    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    (tmp_path / "mine.xml").write_text("<dds/>")
+    assert check.dds_profile("dds_profile", str(tmp_path / "mine.xml"), str(config))["FASTDDS_DEFAULT_PROFILES_FILE"] \
+        == str(tmp_path / "mine.xml")
+    with pytest.raises(check.LaunchArgumentError, match=r"launch argument 'dds_profile': 'huge' is not '' \(the "
+                       r"environment's\), large_images or an existing Fast DDS XML profile file"):
+        check.dds_profile("dds_profile", "huge", str(config))

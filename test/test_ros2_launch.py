@@ -114,8 +114,13 @@ def test_policy_launch_params_remaps_namespace_autonomy_and_ctrl_c(setup_bash, r
             "actdistill_ros", "policy.launch.py", f"namespace:={ns}", f"params_file:={params}",
             f"checkpoint:={tiny_checkpoint}", "device:=cpu", f"image_topic:={camera}",
             "instruction_topic:=task/instruction", "action_topic:=ee_action", "log_level:=info",
+            "dds_profile:=large_images",
         ], name="policy_launch")
         _wait_for_node(client, "policy_node", ns)
+        # the node runs with the package's Fast DDS profile for HD images
+        pid = int(launch.wait_for_output(r"\[policy_node-1\]: process started with pid \[(\d+)\]", 10.0).group(1))
+        environ = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in e)
+        assert environ["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("share/actdistill_ros/config/fastdds_large_images.xml")
         values = _get_parameters(client, "policy_node", ["control_rate_hz", "checkpoint", "device",
                                                          "limits.max_linear_step", "autostart"])
         assert values == {"control_rate_hz": 20.0, "checkpoint": str(tiny_checkpoint), "device": "cpu",
@@ -249,6 +254,8 @@ def test_sim_launch_ends_when_the_policy_node_fails(setup_bash, ros2_launch, tmp
         ("policy.launch.py", "device:=tpu",
          "launch argument 'device': 'tpu' is not a device: auto, cpu, cuda or cuda:N"),
         ("policy.launch.py", "autostart:=maybe", "launch argument 'autostart': 'maybe' is not a boolean"),
+        ("policy.launch.py", "dds_profile:=/nonexistent.xml",
+         "launch argument 'dds_profile': '/nonexistent.xml' is not '' (the environment's), large_images or"),
         ("policy.launch.py", "checkpoint:=/nonexistent/student",
          "launch argument 'checkpoint': '/nonexistent/student' is not an existing directory"),
         ("sim.launch.py", "seed:=abc", "launch argument 'seed': 'abc' is not an integer >= 0"),
