@@ -150,7 +150,7 @@ def end_launch_on_exit(node_action: Any, interrupted_codes: tuple[int, ...] = ()
         name, code = event.action.name, event.returncode
         if code == 0:
             return [EmitEvent(event=Shutdown(reason=f"{name} ended"))]
-        if context.is_shutdown and code in interrupted_codes:
+        if getattr(context, "is_shutdown", False) and code in interrupted_codes:
             return [LogInfo(msg=f"{name} interrupted (exit status {code}){': ' if interrupted_note else ''}"
                                 f"{interrupted_note}")]
         raise NodeExitError(f"{name} exited with status {code}: see its output above; the launch ends")

@@ -106,6 +106,7 @@ class NodeProcess:
         torch_threads: int | None = 1,
         log_dir: str | Path | None = None,
         env: dict[str, str] | None = None,
+        cwd: str | Path = REPO_ROOT,
     ):
         self.namespace = namespace
         self.name = f"policy_node{namespace}"
@@ -129,7 +130,7 @@ class NodeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**ros_env(domain_id, torch_threads), **(env or {})},
-            cwd=REPO_ROOT,
+            cwd=cwd,
         )
 
     def output(self) -> str:
