@@ -192,6 +192,7 @@ class RosProcess:
         env: dict[str, str],
         cwd: str | os.PathLike | None = None,
         log_dir: str | os.PathLike | None = None,
+        new_session: bool = False,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -207,6 +208,7 @@ class RosProcess:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
+            start_new_session=new_session,
         )
 
     @property

@@ -11,15 +11,16 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
-import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from conftest import RosProcess
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -105,51 +106,17 @@ def colcon_build(workspace: Path, timeout_s: float = 900.0) -> Path:
     return workspace / "install"
 
 
-class LaunchProcess:
+class LaunchProcess(RosProcess):
     """``ros2 launch <args>`` after sourcing ``setup`` (a colcon install's setup.bash or a venv's
-    bin/activate), in a session of its own, output in a log file. ``stop()`` sends SIGINT (Ctrl-C)
-    to ros2 launch only, as a terminal would to the launch; ``kill_group()`` cleans up after a test."""
+    bin/activate), in a session of its own, output in a log file. ``interrupt()`` is Ctrl-C;
+    ``kill_group()`` cleans up whatever is left after a test."""
 
     def __init__(self, setup: Path, args: Sequence[str], *, name: str, env: dict[str, str], log_dir: Path):
-        self.name = name
-        quoted = " ".join(_shell_quote(a) for a in args)
-        script = f"source {_shell_quote(str(setup))} && exec ros2 launch {quoted}"
-        fd, path = tempfile.mkstemp(prefix=f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-", suffix=".log", dir=log_dir)
-        self.log_path = Path(path)
-        self._log = os.fdopen(fd, "wb")
+        script = f"source {shlex.quote(str(setup))} && exec ros2 launch {shlex.join(args)}"
         child_env = {**env, "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "RCUTILS_COLORIZED_OUTPUT": "0",
                      "PYTHONUNBUFFERED": "1"}
         child_env.pop("PYTHONPATH", None)
-        self.popen = subprocess.Popen(["bash", "-c", script], stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def describe(self) -> str:
-        rc = self.returncode
-        return f"pid {self.popen.pid}, " + ("running" if rc is None else f"exit code {rc}")
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"<cannot read {self.log_path}: {exc}>"
-
-    def wait_for_output(self, pattern: str, timeout: float) -> re.Match:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.output())
-            if match:
-                return match
-            if self.returncode is not None:
-                raise AssertionError(f"{self.name} ended ({self.describe()}) before printing {pattern!r}:\n"
-                                     f"{self.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not print {pattern!r} within {timeout} s:\n{self.output()}")
-            time.sleep(0.1)
+        super().__init__(["bash", "-c", script], name=name, env=child_env, log_dir=log_dir, new_session=True)
 
     def wait(self, timeout: float) -> int:
         try:
@@ -157,10 +124,14 @@ class LaunchProcess:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} still running after {timeout} s:\n{self.output()}") from None
 
-    def interrupt(self, timeout: float = 60.0) -> int:
-        """Ctrl-C: SIGINT to ros2 launch (which forwards it to its nodes); its exit status."""
+    def interrupt(self, timeout: float = 60.0, group: bool = False) -> int:
+        """Ctrl-C: SIGINT to ros2 launch (which forwards it to its nodes), or with ``group`` to the
+        launch and its nodes at once, as a terminal does; the exit status of ros2 launch."""
         with contextlib.suppress(ProcessLookupError):
-            self.popen.send_signal(signal.SIGINT)
+            if group:
+                os.killpg(self.popen.pid, signal.SIGINT)
+            else:
+                self.popen.send_signal(signal.SIGINT)
         return self.wait(timeout)
 
     def kill_group(self) -> None:
@@ -185,7 +156,3 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"

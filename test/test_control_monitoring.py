@@ -37,6 +37,7 @@ def test_policy_can_drive():
         ({"image_age": None}, "no image received"),
         ({"image_age": InputAge(0.7)}, "image stale (0.70 s > 0.50 s)"),
         ({"image_age": InputAge(0.0, stamp_ahead_s=2.0)}, "image stamp 2.00 s ahead of this node's clock"),
+        ({"image_error": "unsupported image encoding '16uc1'"}, "image unusable: unsupported image encoding '16uc1'"),
         ({"inference_error": "inference failed: RuntimeError: boom"}, "inference failed: RuntimeError: boom"),
         ({"has_step": False, "has_prediction": False}, "no prediction yet"),
     ],

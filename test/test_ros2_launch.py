@@ -221,7 +221,7 @@ def test_sim_launch_ctrl_c_with_teleop_exits_0_without_traceback(setup_bash, ros
         launch = ros2_launch(setup_bash, ["actdistill_ros", "sim.launch.py", "teleop:=true", "initial_mode:=teleop",
                                           "device:=cpu", f"namespace:={ns}", "log_level:=warn"], name="sim_ctrl_c")
         client.spin_until(lambda: len(steps) >= 5, STARTUP_S, "five simulator steps")
-        rc = launch.interrupt()
+        rc = launch.interrupt(group=True)  # Ctrl-C in a terminal: the launch and every node get SIGINT
         log = _clean_exit(launch, rc)
         assert log.count("process has finished cleanly") == 3, log  # sim, policy, teleop
     finally:

@@ -34,11 +34,12 @@ def _skew(what: str, age: InputAge, tolerance_s: float) -> str:
 def policy_stop_reason(*, instruction_age: InputAge | None, instruction_timeout_s: float,
                        image_age: InputAge | None, image_timeout_s: float, skew_tolerance_s: float,
                        inference_error: str | None, has_prediction: bool, has_step: bool,
-                       period_s: float, prediction_age_s: float | None) -> str:
+                       period_s: float, prediction_age_s: float | None, image_error: str | None = None) -> str:
     """Why the policy can not drive this tick, root cause first; '' when it can.
 
-    ``has_step``: the chunk executor has an action for this tick. ``prediction_age_s``: time since
-    the newest prediction became ready (None: none yet).
+    ``image_age``: of the newest image received. ``image_error``: why the newest image the model was
+    given could not be decoded (None: it could). ``has_step``: the chunk executor has an action for
+    this tick. ``prediction_age_s``: time since the newest prediction became ready (None: none yet).
     """
     if instruction_age is None:
         return "no instruction"
@@ -50,6 +51,8 @@ def policy_stop_reason(*, instruction_age: InputAge | None, instruction_timeout_
         return _skew("image", image_age, skew_tolerance_s)
     if image_age.age_s > image_timeout_s:
         return f"image stale ({image_age.age_s:.2f} s > {image_timeout_s:.2f} s)"
+    if image_error:
+        return f"image unusable: {image_error}"
     if inference_error:
         return inference_error
     if has_step:

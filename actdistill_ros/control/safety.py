@@ -277,18 +277,19 @@ class CommandFilter:
         cfg, counters = self.config, self.counters
         safe = make_safe(command, cfg.limits, hold_gripper=hold_gripper)
         events = []
-        if safe.non_finite:
-            counters.non_finite_commands += 1
-            events.append("non-finite command replaced by stop")
-        if safe.linear_clamped:
-            counters.linear_step_clamps += 1
-            events.append("linear step clamped")
-        if safe.angular_clamped:
-            counters.angular_step_clamps += 1
-            events.append("angular step clamped")
-        if safe.gripper_clamped:
-            counters.gripper_clamps += 1
-            events.append("gripper clamped")
+
+        def count(counter: str, text: str) -> None:
+            setattr(counters, counter, getattr(counters, counter) + 1)
+            events.append(text)
+
+        for happened, counter, text in (
+            (safe.non_finite, "non_finite_commands", "non-finite command replaced by stop"),
+            (safe.linear_clamped, "linear_step_clamps", "linear step clamped"),
+            (safe.angular_clamped, "angular_step_clamps", "angular step clamped"),
+            (safe.gripper_clamped, "gripper_clamps", "gripper clamped"),
+        ):
+            if happened:
+                count(counter, text)
         out = safe.command
         stop = is_stop or safe.non_finite
         if stop:
@@ -296,18 +297,15 @@ class CommandFilter:
         else:
             out, lin, ang = limit_change(out, self._previous, cfg.max_linear_change, cfg.max_angular_change)
             if lin:
-                counters.linear_change_limits += 1
-                events.append("linear change limited")
+                count("linear_change_limits", "linear change limited")
             if ang:
-                counters.angular_change_limits += 1
-                events.append("angular change limited")
+                count("angular_change_limits", "angular change limited")
             if cfg.workspace is not None:
                 if position is None:
                     raise ValueError("a workspace is configured: the end-effector position is required")
                 out[0:3], clipped = clip_to_workspace(out[0:3], position, cfg.workspace)
                 if clipped:
-                    counters.workspace_clips += 1
-                    events.append(f"workspace clip ({clipped})")
+                    count("workspace_clips", f"workspace clip ({clipped})")
         if stop and not self._stopped:
             counters.stop_events += 1
         self._stopped = stop

@@ -225,6 +225,7 @@ class PolicyNode(LifecycleNode):
         self._pose_in: _Input | None = None
         self._pose_frame_error = ""
         self._dropped_images = 0
+        self._image_error: str | None = None  # why the newest image given to the model did not decode
 
     def _reset_state(self) -> None:
         """Per-configuration state: predictions, chunks, the command filter and its counters."""
@@ -438,17 +439,20 @@ class PolicyNode(LifecycleNode):
 
     # == inputs =================================================================================
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        """Executor thread: keep the newest message for the worker, nothing more. Decoding (a copy of
-        a 6 MB HD frame, or a JPEG decode) happens on the worker, for the frames it uses only."""
+        """Executor thread: note the arrival and keep the newest message for the worker, nothing more.
+        Decoding (a copy of a 6 MB HD frame, or a JPEG decode) happens on the worker, for the frames
+        it uses only."""
         if self.lifecycle_state != "active":  # nothing to act on
             return
+        now = time.monotonic()
         with self._mailbox:
-            self._frame = _Frame(msg, time.monotonic())  # replaces an undelivered older frame
+            self._frame = _Frame(msg, now)  # replaces an undelivered older frame
+            self._image = _Input(now, _stamp_s(msg.header.stamp))
             self._mailbox.notify()
 
     def _decode(self, frame: _Frame) -> np.ndarray | None:
-        """Worker thread: the frame as RGB, or None (counted, logged) when it can not be decoded.
-        A decoded frame becomes the newest image the control loop judges staleness by."""
+        """Worker thread: the frame as RGB, or None (counted, logged, and the reason of the stop
+        until a frame decodes again)."""
         msg = frame.msg
         try:
             if isinstance(msg, CompressedImage):
@@ -458,12 +462,12 @@ class PolicyNode(LifecycleNode):
         except ImageDecodeError as exc:
             with self._lock:
                 self._dropped_images += 1
+                self._image_error = str(exc)
                 count = self._dropped_images
             self.get_logger().warning(f"dropped image ({count} so far): {exc}", throttle_duration_sec=1.0)
             return None
         with self._lock:
-            if self._image is None or frame.received >= self._image.received:
-                self._image = _Input(frame.received, _stamp_s(msg.header.stamp))
+            self._image_error = None
         return image
 
     def _on_instruction(self, msg: String) -> None:
@@ -665,6 +669,7 @@ class PolicyNode(LifecycleNode):
                 skew_tolerance_s=cfg.stamp_skew_tolerance_s, inference_error=self._inference_error,
                 has_prediction=self._last_output is not None, has_step=step is not None, period_s=cfg.period_s,
                 prediction_age_s=None if self._prediction_ready is None else now - self._prediction_ready,
+                image_error=self._image_error,
             )
             policy_cmd = None if unavailable else step.action
             human_cmd = self._human_command(twist_age, gripper_age)
