@@ -190,12 +190,15 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         raise RuntimeError(f"node exit status {rc}:\n{log}")
 
     actions = client.actions[n_actions_before:]
+    # statuses of the window only (the stream stops at its end, the last answers are awaited after)
+    window_statuses = [(t, m) for t, m in client.statuses[n_status_before:] if t <= t_end]
     arrivals = [t for t, _ in actions if t_start <= t <= t_end]
     first_arrival: dict[int, float] = {}
     sources: dict[int, int] = {}
     wall_minus_monotonic = time.time() - time.monotonic()
     for t, msg in actions:
-        sources[msg.source] = sources.get(msg.source, 0) + 1
+        if t_start <= t <= t_end:
+            sources[msg.source] = sources.get(msg.source, 0) + 1
         ns_stamp = stamp_to_ns(msg.header.stamp)
         if args.camera_process and msg.source in (2, 3) and ns_stamp not in first_arrival:  # POLICY, BLEND
             # a separate camera: its stamp (this machine's clock) is the time of capture
@@ -211,13 +214,13 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     period = 1.0 / args.control_rate
     jitter_ms = (np.abs(intervals - period) * 1e3).tolist()
     node_inference = [
-        m.inference_latency_ms for _, m in client.statuses[n_status_before:] if m.inference_latency_ms > 0
+        m.inference_latency_ms for _, m in window_statuses if m.inference_latency_ms > 0
     ]
-    alarms = [m.alarm_reason for _, m in client.statuses[n_status_before:] if m.alarm]
+    alarms = [m.alarm_reason for _, m in window_statuses if m.alarm]
     # image published -> prediction ready in the node (both ROS times of this machine's clock):
     # transport + decoding + waiting for the worker + forward, without the wait for the next tick
     ready: dict[int, float] = {}
-    for _, m in client.statuses[n_status_before:]:
+    for _, m in window_statuses:
         image_ns = stamp_to_ns(m.prediction_image_stamp)
         if image_ns in published and image_ns not in ready:
             ready[image_ns] = (stamp_to_ns(m.prediction_ready_stamp) - image_ns) / 1e6
