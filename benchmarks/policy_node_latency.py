@@ -29,8 +29,9 @@ Options for what a real arm adds:
   camera and the node with ``config/fastdds_large_images.xml`` (or give an XML file). The result
   counts the control ticks the node stopped for a stale image.
 * ``--set-max-layers-hz F``: during the window, this process sets the node's ``max_layers``
-  (alternately 2 and 0) F times a second through its parameter service, as an operator tuning
-  the budget would; compare the control period p99 with a run without it.
+  (alternately 2 and 0) F times a second on average, at random moments, through its parameter
+  service, as an operator tuning the budget would; compare the control period p99 with a run
+  without it.
 * ``--node-source DIR``: run the node from another checkout's sources (e.g. an older commit, for a
   before/after comparison); the interfaces still come from this venv.
 
@@ -49,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -165,18 +167,22 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
                 published[stamp_to_ns(msg.header.stamp)] = time.monotonic()
 
             timer = client.node.create_timer(1.0 / args.image_rate, publish)
+        if args.camera_process:  # the camera process takes seconds to start: wait for its first frame
+            client.spin_until(lambda: any(m.layers_executed > 0 for _, m in client.statuses), 120.0,
+                              "the first prediction on the camera's frames")
         client.spin_for(args.settle)  # first inferences, JIT/caches, discovery
-        param_timer = None
+        param_changes = None
         if args.set_max_layers_hz > 0:
-            param_timer = start_budget_changes(client, args.set_max_layers_hz, param_stats)
+            param_changes = start_budget_changes(client, args.set_max_layers_hz, param_stats)
         t_start = time.monotonic()
         n_actions_before = len(client.actions)
         n_status_before = len(client.statuses)
         client.spin_for(args.duration)
         t_end = time.monotonic()
-        for t in (timer, param_timer):
-            if t is not None:
-                client.node.destroy_timer(t)
+        if timer is not None:
+            client.node.destroy_timer(timer)
+        if param_changes is not None:
+            param_changes.set()
         client.spin_for(0.5)  # the last parameter answers
     finally:
         client.close()
@@ -243,27 +249,33 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     }
 
 
-def start_budget_changes(client: Client, rate_hz: float, stats: dict[str, int]):
-    """Set the node's max_layers (2, 0, 2, ...) ``rate_hz`` times a second, never waiting for the answer."""
+def start_budget_changes(client: Client, rate_hz: float, stats: dict[str, int]) -> threading.Event:
+    """Set the node's max_layers (2, 0, 2, ...) ``rate_hz`` times a second on average, at random
+    moments (a timer of this process would be phase-locked to its image timer), never waiting for
+    the answer. Returns the event that stops it."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
     cli = client.node.create_client(SetParameters, "policy_node/set_parameters")
     if not cli.wait_for_service(timeout_sec=10.0):
         raise RuntimeError("policy_node/set_parameters not available")
+    stop = threading.Event()
+    rng = np.random.default_rng(1)
 
     def done(future) -> None:
         result = future.result()
         stats["ok" if result is not None and result.results[0].successful else "refused"] += 1
 
-    def send() -> None:
-        value = 2 if stats["sent"] % 2 == 0 else 0
-        value_msg = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-        request = SetParameters.Request(parameters=[Parameter(name="max_layers", value=value_msg)])
-        cli.call_async(request).add_done_callback(done)
-        stats["sent"] += 1
+    def run() -> None:
+        while not stop.wait(rng.uniform(0.5, 1.5) / rate_hz):
+            value = 2 if stats["sent"] % 2 == 0 else 0
+            value_msg = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+            request = SetParameters.Request(parameters=[Parameter(name="max_layers", value=value_msg)])
+            cli.call_async(request).add_done_callback(done)
+            stats["sent"] += 1
 
-    return client.node.create_timer(1.0 / rate_hz, send)
+    threading.Thread(target=run, name="budget_changes", daemon=True).start()
+    return stop
 
 
 def main(argv: list[str] | None = None) -> int:
