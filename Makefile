@@ -1,8 +1,13 @@
 # Entry points. Every target sets up .venv first (idempotent: a no-op when nothing changed).
-.PHONY: setup test demo demo-quick eval compare demo-offline demo-default lint shipped-checkpoints
+.PHONY: setup launch-system test demo demo-quick eval compare demo-offline demo-default lint shipped-checkpoints
 
 setup:
 	bash scripts/setup_env.sh
+
+# the ROS 2 launch system, the ros2 command and colcon, from the ros2-cli bundle (../shared/ros2-cli
+# next to the checkout, or ACTDISTILL_ROS2_CLI_DIR); without them the launch tests are skipped
+launch-system: setup
+	bash scripts/setup_launch_system.sh
 
 # the whole suite: ruff + pytest (ROS tests over real DDS, real rosbag2 files)
 test: setup

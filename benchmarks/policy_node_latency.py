@@ -1,7 +1,9 @@
 """End-to-end latency of the policy node over DDS, against the bare forward pass.
 
     .venv/bin/python benchmarks/policy_node_latency.py [--checkpoint DIR | --random default] [--device cpu]
-        [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224] [--json out.json]
+        [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224 | --width W --height H]
+        [--camera-process] [--dds-profile large_images|FILE] [--set-max-layers-hz 10]
+        [--node-source DIR] [--json out.json]
 
 1. Bare forward: ``RoutedPolicy.load(...)`` in this process, ``act()`` on the same kind of
    images the node will get (timed with perf_counter around the call), once before and once
@@ -19,6 +21,20 @@
    ``overhead = e2e - forward`` (medians). The control rate and period jitter come from the
    arrival times of all actions (|interval - period|, p99).
 
+Options for what a real arm adds:
+
+* ``--camera-process``: the images come from a separate process, like a camera driver (the
+  latency is then arrival - image stamp, both on this machine's clock); with ``--width`` /
+  ``--height`` e.g. 1920x1080 rgb8 at ``--image-rate 30``. ``--dds-profile large_images`` runs the
+  camera and the node with ``config/fastdds_large_images.xml`` (or give an XML file). The result
+  counts the control ticks the node stopped for a stale image.
+* ``--set-max-layers-hz F``: during the window, this process sets the node's ``max_layers``
+  (alternately 2 and 0) F times a second on average, at random moments, through its parameter
+  service, as an operator tuning the budget would; compare the control period p99 with a run
+  without it.
+* ``--node-source DIR``: run the node from another checkout's sources (e.g. an older commit, for a
+  before/after comparison); the interfaces still come from this venv.
+
 Runs on CPU (2 cores: expect scheduler noise) and CUDA alike; both phases run one after
 the other, never concurrently, so they do not compete for the cores.
 """
@@ -29,9 +45,12 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,7 +59,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # policy_node_helpers: node subprocess + client
 
-from policy_node_helpers import Client, NodeProcess, image_msg, make_tiny_checkpoint, stamp_to_ns  # noqa: E402
+from policy_node_helpers import (  # noqa: E402
+    CAMERA_CODE,
+    Client,
+    NodeProcess,
+    image_msg,
+    make_tiny_checkpoint,
+    stamp_to_ns,
+)
 
 INSTRUCTION = "pick up the red block"
 
@@ -102,7 +128,7 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         "checkpoint": checkpoint,
         "device": args.device,
         "control_rate_hz": float(args.control_rate),
-        "image_timeout_s": 1.0,
+        "image_timeout_s": float(args.image_timeout),
         "instruction_timeout_s": 3600.0,
         "initial_mode": "autonomy",
         "ramp_s": 0.0,
@@ -110,59 +136,97 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     }
     if checkpoint == "":
         params.pop("checkpoint")
-    node = NodeProcess(params, ns, domain_id, torch_threads=args.torch_threads)  # as in the bare pass
+    node_env, node_cwd = dict(args.dds_env), REPO
+    if args.node_source:
+        node_cwd = Path(args.node_source).resolve()
+        node_env["PYTHONPATH"] = str(node_cwd)
+    # torch threads as in the bare pass
+    node = NodeProcess(params, ns, domain_id, torch_threads=args.torch_threads, env=node_env, cwd=node_cwd)
     published: dict[int, float] = {}
+    camera = None
+    param_stats = {"sent": 0, "ok": 0, "refused": 0}
     try:
         client.spin_until(lambda: client.statuses or not node.alive(), 120.0, "node start-up")
         if not node.alive():
             raise RuntimeError(f"node exited at start-up:\n{node.output()}")
-        msgs = [image_msg(img) for img in images]
-        counter = {"i": 0}
+        timer = None
+        if args.camera_process:
+            camera = subprocess.Popen(
+                [sys.executable, "-c", CAMERA_CODE, str(args.width), str(args.height), str(args.image_rate),
+                 f"{ns}/image"], env={**os.environ, "ROS_DOMAIN_ID": str(domain_id), **args.dds_env},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        else:
+            msgs = [image_msg(img) for img in images]
+            counter = {"i": 0}
 
-        def publish():
-            msg = msgs[counter["i"] % len(msgs)]
-            counter["i"] += 1
-            msg.header.stamp = client.node.get_clock().now().to_msg()
-            client.image_pub.publish(msg)
-            published[stamp_to_ns(msg.header.stamp)] = time.monotonic()
+            def publish():
+                msg = msgs[counter["i"] % len(msgs)]
+                counter["i"] += 1
+                msg.header.stamp = client.node.get_clock().now().to_msg()
+                client.image_pub.publish(msg)
+                published[stamp_to_ns(msg.header.stamp)] = time.monotonic()
 
-        timer = client.node.create_timer(1.0 / args.image_rate, publish)
+            timer = client.node.create_timer(1.0 / args.image_rate, publish)
+        if args.camera_process:  # the camera process takes seconds to start: wait for its first frame
+            client.spin_until(lambda: any(m.layers_executed > 0 for _, m in client.statuses), 120.0,
+                              "the first prediction on the camera's frames")
         client.spin_for(args.settle)  # first inferences, JIT/caches, discovery
+        param_changes = None
+        if args.set_max_layers_hz > 0:
+            param_changes = start_budget_changes(client, args.set_max_layers_hz, param_stats)
         t_start = time.monotonic()
         n_actions_before = len(client.actions)
         n_status_before = len(client.statuses)
         client.spin_for(args.duration)
         t_end = time.monotonic()
-        client.node.destroy_timer(timer)
+        if timer is not None:
+            client.node.destroy_timer(timer)
+        if param_changes is not None:
+            param_changes.set()
+        client.spin_for(0.5)  # the last parameter answers
     finally:
         client.close()
+        camera_output = ""
+        if camera is not None:
+            camera.send_signal(signal.SIGINT)
+            camera_output = camera.communicate(timeout=30)[0]
         rc = node.stop()
     log = node.output()
     if rc not in (0, None):
         raise RuntimeError(f"node exit status {rc}:\n{log}")
 
     actions = client.actions[n_actions_before:]
+    # statuses of the window only (the stream stops at its end, the last answers are awaited after)
+    window_statuses = [(t, m) for t, m in client.statuses[n_status_before:] if t <= t_end]
     arrivals = [t for t, _ in actions if t_start <= t <= t_end]
     first_arrival: dict[int, float] = {}
     sources: dict[int, int] = {}
+    wall_minus_monotonic = time.time() - time.monotonic()
     for t, msg in actions:
-        sources[msg.source] = sources.get(msg.source, 0) + 1
+        if t_start <= t <= t_end:
+            sources[msg.source] = sources.get(msg.source, 0) + 1
         ns_stamp = stamp_to_ns(msg.header.stamp)
+        if args.camera_process and msg.source in (2, 3) and ns_stamp not in first_arrival:  # POLICY, BLEND
+            # a separate camera: its stamp (this machine's clock) is the time of capture
+            published.setdefault(ns_stamp, ns_stamp / 1e9 - wall_minus_monotonic)
         if ns_stamp in published and ns_stamp not in first_arrival:
             first_arrival[ns_stamp] = t
     e2e = [(first_arrival[s] - published[s]) * 1e3 for s in first_arrival if t_start <= published[s] <= t_end]
-    images_in_window = sum(1 for t in published.values() if t_start <= t <= t_end)
+    if args.camera_process:
+        images_in_window = int(round(args.image_rate * (t_end - t_start)))
+    else:
+        images_in_window = sum(1 for t in published.values() if t_start <= t <= t_end)
     intervals = np.diff(arrivals) if len(arrivals) > 1 else np.array([])
     period = 1.0 / args.control_rate
     jitter_ms = (np.abs(intervals - period) * 1e3).tolist()
     node_inference = [
-        m.inference_latency_ms for _, m in client.statuses[n_status_before:] if m.inference_latency_ms > 0
+        m.inference_latency_ms for _, m in window_statuses if m.inference_latency_ms > 0
     ]
-    alarms = [m.alarm_reason for _, m in client.statuses[n_status_before:] if m.alarm]
+    alarms = [m.alarm_reason for _, m in window_statuses if m.alarm]
     # image published -> prediction ready in the node (both ROS times of this machine's clock):
     # transport + decoding + waiting for the worker + forward, without the wait for the next tick
     ready: dict[int, float] = {}
-    for _, m in client.statuses[n_status_before:]:
+    for _, m in window_statuses:
         image_ns = stamp_to_ns(m.prediction_image_stamp)
         if image_ns in published and image_ns not in ready:
             ready[image_ns] = (stamp_to_ns(m.prediction_ready_stamp) - image_ns) / 1e6
@@ -175,10 +239,43 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         "control_achieved_hz": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0,
         "period_jitter_ms": summary(jitter_ms),
         "node_inference_ms": summary(node_inference),
+        "control_period_ms": summary((intervals * 1e3).tolist()),
         "action_sources": {str(k): v for k, v in sorted(sources.items())},
         "alarms": len(alarms),
+        "stale_image_stops": sum(1 for a in alarms if "image" in a),
         "alarm_examples": sorted(set(alarms))[:3],
+        "budget_changes": param_stats,
+        "camera_output": camera_output.strip().splitlines()[-1:] if camera_output else [],
     }
+
+
+def start_budget_changes(client: Client, rate_hz: float, stats: dict[str, int]) -> threading.Event:
+    """Set the node's max_layers (2, 0, 2, ...) ``rate_hz`` times a second on average, at random
+    moments (a timer of this process would be phase-locked to its image timer), never waiting for
+    the answer. Returns the event that stops it."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    cli = client.node.create_client(SetParameters, "policy_node/set_parameters")
+    if not cli.wait_for_service(timeout_sec=10.0):
+        raise RuntimeError("policy_node/set_parameters not available")
+    stop = threading.Event()
+    rng = np.random.default_rng(1)
+
+    def done(future) -> None:
+        result = future.result()
+        stats["ok" if result is not None and result.results[0].successful else "refused"] += 1
+
+    def run() -> None:
+        while not stop.wait(rng.uniform(0.5, 1.5) / rate_hz):
+            value = 2 if stats["sent"] % 2 == 0 else 0
+            value_msg = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+            request = SetParameters.Request(parameters=[Parameter(name="max_layers", value=value_msg)])
+            cli.call_async(request).add_done_callback(done)
+            stats["sent"] += 1
+
+    threading.Thread(target=run, name="budget_changes", daemon=True).start()
+    return stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-rate", type=float, default=10.0, help="[Hz]")
     parser.add_argument("--control-rate", type=float, default=10.0, help="node control_rate_hz [Hz]")
     parser.add_argument("--size", type=int, default=224, help="published image height and width [px]")
+    parser.add_argument("--width", type=int, default=None, help="image width [px] (default: --size)")
+    parser.add_argument("--height", type=int, default=None, help="image height [px] (default: --size)")
+    parser.add_argument("--camera-process", action="store_true",
+                        help="publish the images from a separate process (like a camera driver)")
+    parser.add_argument("--dds-profile", default="",
+                        help="Fast DDS XML profile for the camera, the node and this process: large_images "
+                             "(config/fastdds_large_images.xml) or a file; '' = Fast DDS defaults")
+    parser.add_argument("--image-timeout", type=float, default=1.0, help="node image_timeout_s [s]")
+    parser.add_argument("--set-max-layers-hz", type=float, default=0.0,
+                        help="set max_layers this often during the window (0 = never) [Hz]")
+    parser.add_argument("--node-source", default="", help="run the node from this checkout's sources")
     parser.add_argument("--forward-iterations", type=int, default=100)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, both phases")
     parser.add_argument("--domain-id", type=int, default=None)
@@ -204,12 +312,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    args.width = args.width or args.size
+    args.height = args.height or args.size
+    profile = args.dds_profile
+    if profile == "large_images":
+        profile = str(REPO / "config" / "fastdds_large_images.xml")
+    args.dds_env = {"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else {}
+    os.environ.update(args.dds_env)  # this process too (before its first DDS participant)
     checkpoint = args.checkpoint
     if args.random:
         directory = Path(tempfile.mkdtemp(prefix="bench_student_")) / args.random
         checkpoint = str(make_tiny_checkpoint(directory, preset=args.random))
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, size=(args.size, args.size, 3), dtype=np.uint8) for _ in range(8)]
+    images = [rng.integers(0, 255, size=(args.height, args.width, 3), dtype=np.uint8) for _ in range(8)]
 
     # bare forward before and after the node phase: on a shared machine the two can differ;
     # the overhead is computed against the faster one (the conservative choice)
@@ -226,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
         },
-        "image": {"size": args.size, "encoding": "rgb8", "rate_hz": args.image_rate},
+        "image": {"width": args.width, "height": args.height, "encoding": "rgb8", "rate_hz": args.image_rate,
+                  "source": "camera process" if args.camera_process else "this process",
+                  "dds_profile": args.dds_profile or "Fast DDS defaults"},
+        "set_max_layers_hz": args.set_max_layers_hz,
+        "node_source": args.node_source or str(REPO),
         "forward": forward,
         "node": node,
         "overhead_ms_median": overhead,
@@ -252,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
          f"{result['pipeline_overhead_ms_p99']:.2f}"),
         ("e2e image -> action [ms]", f"{n['e2e_ms']['median']:.2f}", f"{n['e2e_ms']['p99']:.2f}"),
         ("  e2e - forward (incl. tick wait) [ms]", f"{overhead:.2f}", f"{result['overhead_ms_p99']:.2f}"),
+        ("control period [ms]", f"{n['control_period_ms']['median']:.2f}", f"{n['control_period_ms']['p99']:.2f}"),
         (
             "control period jitter [ms]",
             f"{n['period_jitter_ms']['median']:.2f}",
@@ -259,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     print(
-        f"\npolicy node latency: {forward['info']['device']}, {args.size}x{args.size} rgb8 at "
-        f"{args.image_rate:g} Hz, control {args.control_rate:g} Hz, {args.duration:g} s window"
+        f"\npolicy node latency: {forward['info']['device']}, {args.width}x{args.height} rgb8 at "
+        f"{args.image_rate:g} Hz ({result['image']['source']}, {result['image']['dds_profile']}), "
+        f"control {args.control_rate:g} Hz, {args.duration:g} s window"
+        + (f", max_layers set at {args.set_max_layers_hz:g} Hz" if args.set_max_layers_hz else "")
     )
     print(f"{'':32s}{'median':>10s}{'p99':>10s}")
     for name, med, p99 in rows:
@@ -269,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"images acted on: {n['images_acted_on']}/{n['images_published']} (newest frame only)")
     print(
         f"expected wait for the next tick: ~{result['expected_tick_wait_ms']:.0f} ms on average; "
-        f"alarms during the window: {n['alarms']}"
+        f"alarms during the window: {n['alarms']} ({n['stale_image_stops']} for a stale image)"
     )
+    if args.set_max_layers_hz:
+        print(f"max_layers changes: {n['budget_changes']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -7,17 +7,19 @@
 Parameters come from ``params_file`` (default: the package's ``config/distill.yaml``); the other
 arguments, when not empty, override the file. Progress: ``ros2 topic echo /distill_node/progress``
 (inside ``namespace`` when given). Relaunching with the same ``output_dir`` resumes the job.
+``ros2 launch`` exits 0 when the job is done, 1 when it failed (or an argument is bad, one line
+naming it); Ctrl-C interrupts it (exit 0, resumable).
 """
 
 import os  # noqa: I001  (ruff takes `launch` for first-party: the repo has a launch/ folder)
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from actdistill_ros import launching as check
 
 PACKAGE = "actdistill_ros"
 # launch argument -> node parameter, applied when the argument is not empty
@@ -32,10 +34,12 @@ def _launch_setup(context, *args, **kwargs):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context).strip()
 
+    log_level = check.choice("log_level", arg("log_level"), check.LOG_LEVELS)
+    namespace = check.namespace("namespace", arg("namespace"))
+    params_file = check.existing_file("params_file", arg("params_file"), allow_empty=True)
+    check.device("device", arg("device"), allow_empty=True)
     overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
-    parameters = []
-    if arg("params_file"):
-        parameters.append(arg("params_file"))
+    parameters = [params_file] if params_file else []
     if overrides:
         parameters.append(overrides)  # later entries win over the file
 
@@ -43,15 +47,15 @@ def _launch_setup(context, *args, **kwargs):
         package=PACKAGE,
         executable="distill_node",
         name="distill_node",
-        namespace=arg("namespace"),
+        namespace=namespace,
         parameters=parameters,
-        arguments=["--ros-args", "--log-level", arg("log_level") or "info"],
+        arguments=["--ros-args", "--log-level", log_level],
         output="screen",
         emulate_tty=True,  # the training stages draw their progress bars on a terminal
     )
-    on_exit = RegisterEventHandler(
-        OnProcessExit(target_action=node, on_exit=[EmitEvent(event=Shutdown(reason="distillation job ended"))])
-    )
+    # the node's exit status: 0 done, 1 failed, 2 bad configuration, 130 interrupted (Ctrl-C)
+    on_exit = check.end_launch_on_exit(
+        node, interrupted_codes=(130,), interrupted_note="relaunch with the same output_dir to resume")
     return [node, on_exit]
 
 

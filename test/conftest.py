@@ -10,7 +10,9 @@ Skipping. Tests marked ``ros`` are skipped, with the reason, when ``rclpy`` or t
 ``actdistill_ros.msg`` cannot be imported (a pure-core development environment), unless
 ``ACTDISTILL_REQUIRE_ROS=1`` (set by ``.ci/run``), where that is a collection error instead.
 Test modules marked ``ros`` must therefore import rclpy and ``actdistill_ros.msg`` lazily
-(inside tests or fixtures), not at module level.
+(inside tests or fixtures), not at module level. Tests marked ``launch`` need the ROS 2 launch
+system and colcon too (``bash scripts/setup_launch_system.sh``); likewise skipped with the reason,
+or a collection error with ``ACTDISTILL_REQUIRE_LAUNCH=1`` (``.ci/run``).
 
 Fixtures and helpers (all usable from any test module):
 
@@ -21,7 +23,11 @@ Fixtures and helpers (all usable from any test module):
   (``python -c code`` or an argv list); stopped with SIGINT, then SIGKILL, at teardown; its
   output is attached to the report of a failing test;
 * :func:`spin_until` -- spin nodes/an executor until a predicate holds, with a timeout;
-* :class:`RosProcess` -- ``wait_for_output``, ``output``, ``stop``.
+* :class:`RosProcess` -- ``wait_for_output``, ``output``, ``stop``;
+* ``colcon_install`` -- the package built by colcon in a temporary workspace, once per session
+  (its install/; ``ACTDISTILL_COLCON_INSTALL`` names an existing one instead);
+* ``ros2_launch(setup, args, name=...)`` -- ``ros2 launch`` after sourcing ``setup``
+  (:class:`launch_helpers.LaunchProcess`); whatever is left of it is killed at teardown.
 """
 
 from __future__ import annotations
@@ -84,21 +90,32 @@ def ros_unavailable_reason() -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ros: needs rclpy and the built actdistill_ros.msg interfaces")
+    config.addinivalue_line("markers", "launch: needs the ROS 2 launch system and colcon (setup_launch_system.sh)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ros_items = [item for item in items if item.get_closest_marker("ros")]
-    if not ros_items:
-        return
-    reason = ros_unavailable_reason()
-    if reason is None:
-        return
-    hint = "run `make setup` (bash scripts/setup_env.sh) and use .venv/bin/python"
-    if os.environ.get("ACTDISTILL_REQUIRE_ROS") == "1":
-        raise pytest.UsageError(f"ACTDISTILL_REQUIRE_ROS=1 but {reason}; {hint}")
-    skip = pytest.mark.skip(reason=f"ROS 2 unavailable: {reason}; {hint}")
-    for item in ros_items:
-        item.add_marker(skip)
+    ros_items = [item for item in items if item.get_closest_marker("ros") or item.get_closest_marker("launch")]
+    if ros_items:
+        reason = ros_unavailable_reason()
+        if reason is not None:
+            hint = "run `make setup` (bash scripts/setup_env.sh) and use .venv/bin/python"
+            if os.environ.get("ACTDISTILL_REQUIRE_ROS") == "1":
+                raise pytest.UsageError(f"ACTDISTILL_REQUIRE_ROS=1 but {reason}; {hint}")
+            skip = pytest.mark.skip(reason=f"ROS 2 unavailable: {reason}; {hint}")
+            for item in ros_items:
+                item.add_marker(skip)
+            return
+    launch_items = [item for item in items if item.get_closest_marker("launch")]
+    if launch_items:
+        from launch_helpers import launch_unavailable_reason
+
+        reason = launch_unavailable_reason()
+        if reason is not None:
+            if os.environ.get("ACTDISTILL_REQUIRE_LAUNCH") == "1":
+                raise pytest.UsageError(f"ACTDISTILL_REQUIRE_LAUNCH=1 but {reason}")
+            skip = pytest.mark.skip(reason=reason)
+            for item in launch_items:
+                item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -175,6 +192,7 @@ class RosProcess:
         env: dict[str, str],
         cwd: str | os.PathLike | None = None,
         log_dir: str | os.PathLike | None = None,
+        new_session: bool = False,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -190,6 +208,7 @@ class RosProcess:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
+            start_new_session=new_session,
         )
 
     @property
@@ -319,3 +338,34 @@ def ros_process(request: pytest.FixtureRequest, ros_env, tmp_path) -> Iterator[C
     yield start
     for proc in reversed(started):
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> Path:
+    """The package built with colcon (what a distro user gets) in a temporary workspace: install/."""
+    from launch_helpers import colcon_build
+
+    existing = os.environ.get("ACTDISTILL_COLCON_INSTALL")
+    if existing:
+        path = Path(existing)
+        assert (path / "setup.bash").is_file(), f"ACTDISTILL_COLCON_INSTALL={existing}: no setup.bash there"
+        return path
+    return colcon_build(tmp_path_factory.mktemp("colcon_ws"))
+
+
+@pytest.fixture
+def ros2_launch(request: pytest.FixtureRequest, ros_env, tmp_path):
+    """Factory: ``ros2_launch(setup, ["actdistill_ros", "policy.launch.py", ...], name=...)``."""
+    from launch_helpers import LaunchProcess
+
+    started: list = []
+    request.node._ros_processes = started
+
+    def start(setup: Path, args: Sequence[str], *, name: str = "ros2_launch", env: dict | None = None):
+        proc = LaunchProcess(setup, args, name=name, env={**ros_env, **(env or {})}, log_dir=tmp_path)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.kill_group()

@@ -105,6 +105,8 @@ class NodeProcess:
         extra_args: list[str] | None = None,
         torch_threads: int | None = 1,
         log_dir: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | Path = REPO_ROOT,
     ):
         self.namespace = namespace
         self.name = f"policy_node{namespace}"
@@ -127,8 +129,8 @@ class NodeProcess:
             args,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=ros_env(domain_id, torch_threads),
-            cwd=REPO_ROOT,
+            env={**ros_env(domain_id, torch_threads), **(env or {})},
+            cwd=cwd,
         )
 
     def output(self) -> str:
@@ -265,3 +267,34 @@ class Client:
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+# A camera driver stand-in for a subprocess: publishes WIDTH x HEIGHT rgb8 frames on TOPIC at RATE Hz,
+# stamped with the time of capture (now), with the reliable depth-5 QoS of common drivers, until SIGINT.
+CAMERA_CODE = """
+import sys, numpy as np, rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+width, height, rate, topic = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+rclpy.init()
+node = rclpy.create_node("hd_camera")
+pub = node.create_publisher(Image, topic, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+frames = [np.random.default_rng(i).integers(0, 255, height * width * 3, dtype=np.uint8).tobytes() for i in range(4)]
+msg = Image(height=height, width=width, encoding="rgb8", step=width * 3)
+count = [0]
+def capture():
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.data = frames[count[0] % 4]
+    pub.publish(msg)
+    count[0] += 1
+node.create_timer(1.0 / rate, capture)
+print("CAMERA READY", flush=True)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, ExternalShutdownException):
+    pass
+print(f"published {count[0]} frames", flush=True)
+node.destroy_node()
+rclpy.try_shutdown()
+"""

@@ -197,3 +197,27 @@ def test_history_kept():
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         HandoffConfig(**kwargs)
+
+
+def test_human_gripper_change_overrides_autonomy_like_a_twist():
+    h = HandoffController(HandoffConfig(deadband=0.02, ramp_s=0.0, gripper_deadband=0.05), Mode.AUTONOMY)
+    assert h.human_gripper_input(0.03, 0.0, 1.0) is None  # within the gripper deadband
+    tr = h.human_gripper_input(1.0, 0.0, 2.0)  # the human closes the gripper
+    assert tr is not None and (tr.from_mode, tr.to_mode) == (Mode.AUTONOMY, Mode.TELEOP)
+    assert tr.reason == "human override (gripper change 1 > gripper deadband 0.05)"
+    assert h.human_gripper_input(0.0, 1.0, 3.0) is None  # TELEOP already: nothing to override
+    h.request(Mode.AUTONOMY, "again", 4.0)
+    assert h.human_gripper_input(float("nan"), 0.0, 5.0).to_mode == Mode.TELEOP
+
+
+def test_restart_ramp_blends_from_standing_still():
+    h = HandoffController(HandoffConfig(deadband=0.02, ramp_s=1.0), Mode.TELEOP)
+    human = np.array([0.01, 0, 0, 0, 0, 0, 0.2])
+    h.step(0.0, human, None)
+    h.request(Mode.AUTONOMY, "go", 1.0)
+    h.step(5.0, None, np.zeros(7))  # ramp done
+    h.restart_ramp(10.0)  # e.g. reactivated after a deactivation
+    policy = np.array([0.02, 0, 0, 0, 0, 0, 1.0])
+    d = h.step(10.5, None, policy, hold_gripper=0.2)
+    assert d.source == Source.BLEND and d.blend_alpha == pytest.approx(0.5)
+    np.testing.assert_allclose(d.command, [0.01, 0, 0, 0, 0, 0, 0.6])  # from a stop holding 0.2

@@ -39,6 +39,17 @@ def test_rgb8():
     assert out.dtype == np.uint8 and out.flags.c_contiguous and out.flags.writeable
 
 
+def test_rgb8_without_copy_is_a_view_of_the_message():
+    msg = raw("rgb8", RGB)
+    out = image_msg_to_rgb(msg, copy=False)
+    np.testing.assert_array_equal(out, RGB)
+    assert np.shares_memory(out, np.frombuffer(msg.data, dtype=np.uint8))
+    padded = image_msg_to_rgb(raw("rgb8", RGB, step=11), copy=False)  # row padding: a strided view
+    np.testing.assert_array_equal(padded, RGB)
+    bgr = raw("bgr8", RGB[:, :, ::-1].copy())  # other encodings are converted anyway
+    np.testing.assert_array_equal(image_msg_to_rgb(bgr, copy=False), RGB)
+
+
 def test_bgr8_swaps_channels():
     np.testing.assert_array_equal(image_msg_to_rgb(raw("bgr8", RGB[:, :, ::-1].copy())), RGB)
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from actdistill_ros.control.handoff import Mode
-from actdistill_ros.control.node_config import PARAMS, SPECS, ConfigError, validate_config
+from actdistill_ros.control.node_config import PARAMS, SPECS, ConfigError, resolve_budget, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,6 +82,15 @@ def test_ints_accepted_for_floats():
         ({"initial_mode": "auto"}, "unknown mode 'auto'"),
         ({"control_rate_hz": "fast"}, "'control_rate_hz' must be a number"),
         ({"warmup_iterations": True}, "'warmup_iterations' must be an integer"),
+        ({"stamp_skew_tolerance_s": -0.1}, "'stamp_skew_tolerance_s' must be >= 0"),
+        ({"limits.max_linear_change": -1.0}, "'limits.max_linear_change' must be >= 0"),
+        ({"gripper_deadband": 1.5}, "'gripper_deadband' must be <= 1"),
+        ({"workspace.pose_timeout_s": 0.0}, "'workspace.pose_timeout_s' must be > 0"),
+        ({"workspace.min": [0.0, 0.0]}, "'workspace.min' must be 3 numbers"),
+        ({"workspace.max": [0.0, "a", 1.0]}, "'workspace.max' must be 3 finite numbers"),
+        ({"workspace.enabled": True, "workspace.min": [0.0, 0.0, 1.0], "workspace.max": [1.0, 1.0, 1.0]},
+         "min must be < max on every axis (z is not)"),
+        ({"diagnostics_rate_hz": -1.0}, "'diagnostics_rate_hz' must be >= 0"),
     ],
 )
 def test_invalid_values(overrides, message):
@@ -99,3 +108,48 @@ def test_all_problems_reported_at_once():
 
 def test_runtime_parameters_are_the_budget_only():
     assert {s.name for s in PARAMS if s.runtime} == {"max_layers", "threshold"}
+
+
+def test_workspace_and_filter_config():
+    cfg = validate_config(defaults())
+    assert cfg.workspace is None and cfg.autostart is True  # box off by default: no ee_pose needed
+    cfg = validate_config(defaults(**{"workspace.enabled": True, "workspace.min": [-0.3, -0.4, 0],
+                                      "workspace.max": [0.3, 0.4, 0.6]}))
+    assert cfg.workspace.min_xyz == (-0.3, -0.4, 0.0) and cfg.workspace.max_xyz == (0.3, 0.4, 0.6)
+    f = cfg.command_filter
+    assert f.workspace is cfg.workspace and f.max_linear_change == 0.02 and f.limits is cfg.limits
+
+
+def test_every_numeric_parameter_announces_a_range_containing_its_default():
+    for spec in PARAMS:
+        if isinstance(spec.default, int | float) and not isinstance(spec.default, bool):
+            assert spec.range is not None, spec.name
+            assert spec.range[0] <= spec.default <= spec.range[1], spec.name
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((0, 0.0, 6, 0.5, True), (None, 0.5)),  # no cap, the checkpoint's threshold
+        ((3, 0.3, 6, 0.5, True), (3, 0.3)),
+        ((6, 0.0, 6, None, False), (6, None)),  # a teacher runs every layer
+        ((0, 0.0, 6, None, False), (None, None)),
+    ],
+)
+def test_resolve_budget(args, expected):
+    assert resolve_budget(*args) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((7, 0.0, 6, 0.5, True), r"'max_layers' must be in \[0, 6\]"),
+        ((-1, 0.0, 6, 0.5, True), "'max_layers' must be >= 0"),
+        ((2, 0.0, 6, None, False), "teacher checkpoint has no router"),
+        ((0, 1.5, 6, 0.5, True), r"'threshold' must be in \(0, 1\)"),
+        (("x", 0.0, 6, 0.5, True), "'max_layers' must be an integer"),
+    ],
+)
+def test_resolve_budget_rejects(args, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_budget(*args)

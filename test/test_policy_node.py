@@ -419,6 +419,123 @@ def test_stale_image_gives_stop_and_alarm(running):
     c.stream_images(None)
 
 
+def test_human_gripper_command_overrides_autonomy(running):
+    from std_msgs.msg import Float64
+
+    c = running.client
+    c.stream_images(running.image, RATE_HZ)
+    if c.latest_status().mode != Mode.AUTONOMY:
+        assert running.mode(Mode.AUTONOMY, "gripper test").success
+    running.wait_status(lambda m: m.mode == Mode.AUTONOMY and not m.alarm, 10.0, "autonomy")
+    pub = c.node.create_publisher(Float64, "teleop/gripper", 10)
+    c.spin_until(lambda: pub.get_subscription_count() > 0, 5.0, "gripper subscriber")
+    commanded = c.actions[-1][1].gripper
+    value = 0.0 if commanded > 0.5 else 1.0  # the human moves the gripper by at least 0.5
+    n_transitions = len(c.transitions)
+    t_pub = time.monotonic()
+    pub.publish(Float64(data=value))
+    c.spin_until(lambda: len(c.transitions) > n_transitions, 5.0, "override transition")
+    tr = c.transitions[-1][1]
+    assert (tr.from_mode, tr.to_mode) == (Mode.AUTONOMY, Mode.TELEOP)
+    assert tr.reason.startswith("human override (gripper change") and "> gripper deadband 0.05" in tr.reason
+    c.spin_until(lambda: any(a.source == Source.HUMAN for a in c.actions_since(t_pub)), 2.0, "a human command")
+    human = next(a for a in c.actions_since(t_pub) if a.source == Source.HUMAN)
+    assert human.gripper == pytest.approx(value)
+    # the same value again (no change by the human) in AUTONOMY: no override
+    assert running.mode(Mode.AUTONOMY, "again").success
+    running.wait_status(lambda m: m.mode == Mode.AUTONOMY, 5.0, "autonomy again")
+    n_transitions = len(c.transitions)
+    pub.publish(Float64(data=value))
+    c.spin_for(0.5)
+    assert len(c.transitions) == n_transitions and c.latest_status().mode == Mode.AUTONOMY
+    c.node.destroy_publisher(pub)
+
+
+def test_diagnostics_on_slash_diagnostics(running):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    c = running.client
+    name = f"{running.node.namespace}/policy_node: policy"
+    seen = []
+    sub = c.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                     lambda m: seen.extend(s for s in m.status if s.name == name), 10)
+    c.stream_images(running.image, RATE_HZ)
+    c.spin_until(lambda: len(seen) >= 2, 10.0, "two diagnostics of the node")
+    values = {kv.key: kv.value for kv in seen[-1].values}
+    assert values["lifecycle state"] == "active"
+    assert values["mode"] == c.latest_status().mode_name
+    for key in ("image age [s]", "instruction age [s]", "teleop age [s]", "inference latency [ms]",
+                "control rate [Hz]", "linear step clamps", "workspace clips", "stop events"):
+        assert key in values, key
+    assert 0.0 <= float(values["image age [s]"]) < 1.0
+    assert seen[-1].level in (b"\x00", b"\x01", b"\x02")
+    c.node.destroy_subscription(sub)
+
+
+def _stream_stamped(running, offset_s: float):
+    """Stream images whose header stamps are ``offset_s`` from now (a lagging or skewed camera)."""
+    from rclpy.duration import Duration
+
+    c = running.client
+    c.stream_images(None)
+
+    def publish():
+        stamp = (c.node.get_clock().now() + Duration(nanoseconds=int(offset_s * 1e9))).to_msg()
+        c.image_pub.publish(image_msg(running.image, stamp=stamp))
+
+    return c.node.create_timer(PERIOD, publish)
+
+
+def test_input_age_comes_from_the_header_stamp(running):
+    c = running.client
+    if c.latest_status().mode != Mode.AUTONOMY:
+        assert running.mode(Mode.AUTONOMY, "stamp test").success
+    c.stream_images(running.image, RATE_HZ)
+    running.wait_status(lambda m: m.mode == Mode.AUTONOMY and not m.alarm, 10.0, "autonomy")
+    # frames arrive fresh but were taken 2 s ago (a lagging driver): stale, the arm stops
+    timer = _stream_stamped(running, -2.0)
+    status = running.wait_status(lambda m: m.alarm and m.alarm_reason.startswith("image stale"), 5.0, "stale stop")
+    assert status.image_age_s > 1.5
+    t0 = time.monotonic()
+    c.spin_for(0.3)
+    assert all(_is_stop(a) for a in c.actions_since(t0))
+    c.node.destroy_timer(timer)
+    # stamped 5 s in the future: the clocks disagree, the frame is not trusted
+    timer = _stream_stamped(running, 5.0)
+    status = running.wait_status(lambda m: m.alarm and "ahead of this node's clock" in m.alarm_reason, 5.0,
+                                 "clock skew stop")
+    assert "stamp_skew_tolerance_s" in status.alarm_reason
+    c.node.destroy_timer(timer)
+    # now-stamped frames again: the policy drives
+    c.stream_images(running.image, RATE_HZ)
+    running.wait_status(lambda m: not m.alarm, 5.0, "recovery")
+
+
+def test_every_stop_is_logged_with_the_right_first_reason(running):
+    c = running.client
+    if c.latest_status().mode != Mode.AUTONOMY:
+        assert running.mode(Mode.AUTONOMY, "log test").success
+    c.stream_images(running.image, RATE_HZ)
+    running.wait_status(lambda m: m.mode == Mode.AUTONOMY and not m.alarm, 10.0, "autonomy")
+    c.spin_for(1.2)  # past the log throttle of the previous stop's end
+    start = len(running.node.output())
+    c.stream_images(None)  # the camera stops
+    running.wait_status(lambda m: m.alarm and "image stale" in m.alarm_reason, 5.0, "stale alarm")
+    end = time.monotonic() + 5.0
+    while "safety stop" not in running.node.output()[start:]:
+        assert time.monotonic() < end, running.node.output()[start:]
+        c.spin_for(0.1)
+    first = next(line for line in running.node.output()[start:].splitlines() if "safety stop" in line)
+    # the first reason names the camera ("no new image" while the chunk runs out, or "image stale")
+    assert "safety stop: action chunk used up: no new image" in first or "safety stop: image stale" in first, first
+    c.stream_images(running.image, RATE_HZ)
+    running.wait_status(lambda m: not m.alarm, 5.0, "recovery")
+    end = time.monotonic() + 5.0
+    while "safety stop ended after" not in running.node.output()[start:]:
+        assert time.monotonic() < end, running.node.output()[start:]
+        c.spin_for(0.1)
+
+
 # -- start-up with the shipped params file, and start-up errors ----------------------------------
 
 

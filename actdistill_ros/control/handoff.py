@@ -8,10 +8,12 @@
   the policy command over ``ramp_s`` seconds (source BLEND).
 
 Transitions happen on explicit requests (:meth:`HandoffController.request`) and on a
-human override: in AUTONOMY, a teleop input whose magnitude exceeds the deadband hands
-control back to TELEOP at once (:meth:`HandoffController.human_input`), so the very next
-command is the human's. Every transition is returned as a :class:`Transition` with a
-reason, for the node to log and publish.
+human override: in AUTONOMY, a teleop twist whose magnitude exceeds the deadband, or a
+gripper command that changes the gripper by more than the gripper deadband, hands control
+back to TELEOP at once (:meth:`HandoffController.human_input`,
+:meth:`HandoffController.human_gripper_input`), so the very next command is the human's.
+Every transition is returned as a :class:`Transition` with a reason, for the node to log and
+publish.
 
 Overrides are evaluated on teleop *input events*, not on held state: a large teleop
 command received long before a switch to AUTONOMY does not bounce the mode back.
@@ -115,9 +117,10 @@ def agreement(policy: np.ndarray, human: np.ndarray, eps: float = 1e-9) -> Agree
 class HandoffConfig:
     deadband: float = 0.02  # teleop magnitude above which a human input overrides AUTONOMY
     ramp_s: float = 1.0  # seconds to blend from the last human command to the policy
+    gripper_deadband: float = 0.05  # a human gripper change above this overrides AUTONOMY
 
     def __post_init__(self) -> None:
-        for name in ("deadband", "ramp_s"):
+        for name in ("deadband", "ramp_s", "gripper_deadband"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"HandoffConfig.{name} must be a finite number >= 0, got {value!r}")
@@ -173,6 +176,30 @@ class HandoffController:
             reason = f"human override (|twist| {mag} > deadband {self.config.deadband:.3g})"
             return self._switch(Mode.TELEOP, reason, now_s)
         return None
+
+    def human_gripper_input(self, value: float, reference: float, now_s: float) -> Transition | None:
+        """Report a new teleop gripper command ``value`` (0 open .. 1 closed).
+
+        ``reference`` is what the human's gripper command is compared with: their previous one,
+        or (for the first) the gripper the arm is commanded to. In AUTONOMY a change above
+        ``gripper_deadband`` (or a non-finite value) switches to TELEOP immediately, like a twist.
+        """
+        if self.mode != Mode.AUTONOMY:
+            return None
+        change = abs(value - reference)
+        if not math.isfinite(change) or change > self.config.gripper_deadband:
+            text = f"{change:.3g}" if math.isfinite(change) else str(change)
+            reason = f"human override (gripper change {text} > gripper deadband {self.config.gripper_deadband:.3g})"
+            return self._switch(Mode.TELEOP, reason, now_s)
+        return None
+
+    def restart_ramp(self, now_s: float) -> None:
+        """After the arm was not commanded for a while (e.g. a lifecycle deactivation): in AUTONOMY,
+        blend into the policy again, from standing still."""
+        self._last_human = None
+        if self.mode == Mode.AUTONOMY:
+            self._ramp_start_s = now_s
+            self._ramp_from = None
 
     # -- per tick ------------------------------------------------------------------------
     def ramp_alpha(self, now_s: float) -> float:

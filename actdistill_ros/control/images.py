@@ -44,8 +44,10 @@ def _as_bytes_view(data: Any) -> np.ndarray:
         return np.asarray(list(data), dtype=np.uint8)
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """A ``sensor_msgs/Image`` to a contiguous RGB uint8 array ``[H, W, 3]`` (a copy)."""
+def image_msg_to_rgb(msg: Any, copy: bool = True) -> np.ndarray:
+    """A ``sensor_msgs/Image`` to an RGB uint8 array ``[H, W, 3]``: a contiguous copy, or with
+    ``copy=False`` for ``rgb8`` a read-only view of the message's buffer (no copy of a megabyte
+    frame; the caller must not keep it beyond the message)."""
     encoding = str(getattr(msg, "encoding", "")).strip().lower()
     if encoding not in RAW_CHANNELS:
         supported = ", ".join(RAW_CHANNELS)
@@ -75,7 +77,7 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     rows = data.reshape(height, step)[:, :row_bytes]
     pixels = rows.reshape(height, width, channels)
     if encoding == "rgb8":
-        return np.array(pixels, dtype=np.uint8, order="C", copy=True)
+        return np.array(pixels, dtype=np.uint8, order="C", copy=True) if copy else pixels
     if encoding == "bgr8":
         return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_BGR2RGB)
     if encoding == "mono8":

@@ -53,9 +53,11 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 NESTED_KEYS = ("distill", "hf_teacher", "teacher_training")  # only as dotted parameters (distill.loss.gamma)
 ROS_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 LOG_EVERY_S = 5.0  # console lines for "running" events (the topic gets every event)
-# After the last event: wait up to DISCOVERY_S for a subscriber to be matched (one started with the
-# node may still be discovering it), then up to ACK_S for the subscribers to acknowledge every event.
-DISCOVERY_S = 3.0
+# After the last event: until the node is DISCOVERY_S old, wait for a subscriber to be matched (one
+# started with the node may still be discovering it: Fast DDS announces a participant every 3 s, and
+# a lost first announcement on a loaded machine costs one period), then up to ACK_S for the
+# subscribers to acknowledge every event. A job that ran longer than that does not wait.
+DISCOVERY_S = 7.0
 ACK_S = 2.0
 PROGRESS_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
@@ -70,6 +72,7 @@ class DistillNode(Node):
         # Parameters from the params file / -p are declared as given (any type, nested keys as
         # dotted names); the simple keys not given are declared with their defaults, for `ros2 param`.
         super().__init__(NODE_NAME, automatically_declare_parameters_from_overrides=True, **node_kwargs)
+        self._started = time.monotonic()
         for name, _type, default, text in field_docs():
             if name in NESTED_KEYS or self.has_parameter(name):
                 continue
@@ -89,7 +92,7 @@ class DistillNode(Node):
 
     def flush_progress(self) -> None:
         """Give subscribers the chance to receive the last events before the node goes away."""
-        deadline = time.monotonic() + DISCOVERY_S
+        deadline = self._started + DISCOVERY_S
         while self._publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         if self._publisher.get_subscription_count():
@@ -139,12 +142,14 @@ def main(args: list[str] | None = None) -> int:
     _init_rclpy(args)
     node: DistillNode | None = None
     executor: SingleThreadedExecutor | None = None
+    spinner: threading.Thread | None = None
     code = EXIT_FAILED
     try:
         node = DistillNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)  # serves parameter services while the job runs in this thread
-        threading.Thread(target=executor.spin, name="distill_node_spin", daemon=True).start()
+        spinner = threading.Thread(target=executor.spin, name="distill_node_spin", daemon=True)
+        spinner.start()
         try:
             cfg = node.read_config()
         except ConfigError as exc:
@@ -170,7 +175,11 @@ def main(args: list[str] | None = None) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 node.flush_progress()
         if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
+            executor.shutdown(timeout_sec=1.0)  # ends executor.spin() in the spin thread ...
+        if spinner is not None:
+            # ... which must be over before the node and the context go: a thread still inside the
+            # middleware when the interpreter exits aborts the process ("terminate called ...", -6)
+            spinner.join(timeout=10.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -3,6 +3,22 @@
 Run: ``policy_node --ros-args -p checkpoint:=/path/to/student -p device:=cuda`` or
 ``python -m actdistill_ros.nodes.policy_node --ros-args --params-file config/policy.yaml``.
 
+A managed (lifecycle) node, the ROS 2 convention for nodes that drive hardware:
+
+==============  ==========================================================================
+configure       load the checkpoint, apply the compute budget, warm up; start the inference
+                thread and the control loop (``status`` is published from here on)
+activate        command the arm: ``action`` (and the servo topics) are published every tick
+deactivate      one zero command (source STOP, gripper held), then silence on ``action``
+cleanup         release the model (back to unconfigured)
+shutdown        from any state: a zero command first when active, then release the model
+==============  ==========================================================================
+
+With ``autostart`` (default true) the node configures and activates itself at start-up, so
+a plain ``policy_node`` (and the launch files) serve at once; ``autostart:=false`` leaves it
+unconfigured for ``ros2 lifecycle set /policy_node configure`` / ``activate``. Ctrl-C (SIGINT) or
+SIGTERM shut it down through the same transitions: the last message on ``action`` is a stop.
+
 Topics (relative names, so namespaces and remaps apply):
 
 ==================================  =========  ==============================================
@@ -11,9 +27,11 @@ Topics (relative names, so namespaces and remaps apply):
 ``instruction``                     sub        std_msgs/String (reliable; latched and volatile publishers)
 ``teleop/twist``                    sub        geometry_msgs/TwistStamped, velocities (m/s, rad/s)
 ``teleop/gripper``                  sub        std_msgs/Float64, gripper closure 0..1
-``action``                          pub        actdistill_ros/EndEffectorAction, one per tick
-``status``                          pub        actdistill_ros/PolicyStatus, one per tick
+``ee_pose``                         sub        geometry_msgs/PoseStamped (only with ``workspace.enabled``)
+``action``                          pub        actdistill_ros/EndEffectorAction, one per tick (active)
+``status``                          pub        actdistill_ros/PolicyStatus, one per tick (configured)
 ``mode_transitions``                pub        actdistill_ros/ModeTransition (transient-local, depth 10)
+``/diagnostics``                    pub        diagnostic_msgs/DiagnosticArray (``diagnostics_rate_hz``)
 ``servo/delta_twist_cmds``          pub        TwistStamped velocities for MoveIt Servo (optional)
 ``gripper_command``                 pub        std_msgs/Float64 (optional, with the servo twist)
 ``set_mode``                        srv        actdistill_ros/SetMode
@@ -21,13 +39,24 @@ Topics (relative names, so namespaces and remaps apply):
 
 Threads: the student runs on a dedicated worker thread, always on the *newest* image only
 (a one-slot mailbox: a frame arriving while the model is busy replaces the waiting one,
-nothing queues). Inference never runs in an executor callback, so it never blocks the
-control timer, which runs on a single-threaded executor with the (short) subscription and
-service callbacks; it publishes one command per tick:
-the chunk executor's step in AUTONOMY (the blend during the ramp), the human command in
-TELEOP and SHADOW. Every command goes through :func:`make_safe`. A stop (source STOP,
-zero motion, gripper held) plus a status alarm is published when the driving input is
-missing or stale, or inference failed.
+nothing queues). The subscription callback only swaps the message into the mailbox; the worker
+decodes the frames it uses (an HD frame is megabytes), so frames it skips cost nothing more.
+Inference never runs in an executor callback, so it never blocks the control timer, which runs
+on a single-threaded executor with the (short) subscription, service and parameter callbacks.
+A new ``max_layers``/``threshold`` is checked on the executor thread without touching the model
+and applied by the worker between two forward passes, so setting it never waits for an
+inference. One command per tick: the chunk executor's step in AUTONOMY (the blend during the
+ramp), the human command in TELEOP and SHADOW.
+
+Safety (:mod:`actdistill_ros.control.safety`, :mod:`actdistill_ros.control.monitoring`): input
+ages come from header stamps (at least the time since reception; a stamp further in the future
+than ``stamp_skew_tolerance_s`` is not trusted); every command goes through the command filter
+(finite, per-step norms, gripper range, change from the previous tick, optional workspace box
+against ``ee_pose``), each event counted in ``status``. A stop (source STOP, zero motion, gripper
+held) plus a status alarm is published when the driving input is missing or stale, inference
+failed, or (with the workspace on) the pose is missing or stale; every stop and its reason is
+logged (throttled). In AUTONOMY a teleop twist above ``deadband`` or a gripper command changing
+the gripper by more than ``gripper_deadband`` hands control to the human in the same tick.
 
 Stamps: ``action.header.stamp`` is the header stamp of the *image the command was computed
 from* for POLICY/BLEND commands (so image-to-action latency is measurable downstream), the
@@ -35,11 +64,13 @@ teleop stamp (or now, if unstamped) for HUMAN and now for STOP. The servo twist 
 stamped now (MoveIt Servo judges staleness by it).
 
 Exit status: 0 on a normal shutdown, 2 when the configuration is invalid (bad parameter,
-unknown device, missing or corrupt checkpoint); the error is printed on stderr.
+unknown device, missing or corrupt checkpoint; with ``autostart`` also a failed configure);
+the error is printed on stderr.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import threading
@@ -49,10 +80,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from geometry_msgs.msg import TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
@@ -60,16 +93,22 @@ from std_msgs.msg import Float64, String
 from actdistill_ros.control.chunking import ChunkExecutor
 from actdistill_ros.control.handoff import HandoffConfig, HandoffController, Mode, Source
 from actdistill_ros.control.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
+from actdistill_ros.control.monitoring import (
+    StopReporter,
+    diagnostic_report,
+    policy_stop_reason,
+    pose_stop_reason,
+)
 from actdistill_ros.control.node_config import (
     PARAMS,
     SPECS,
     ConfigError,
     NodeConfig,
-    as_float,
-    as_int,
+    ParamSpec,
+    resolve_budget,
     validate_config,
 )
-from actdistill_ros.control.safety import make_safe
+from actdistill_ros.control.safety import CommandFilter, InputAge, input_age, make_safe
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
@@ -82,6 +121,12 @@ except ImportError:  # rclpy < 6 (Humble and older)
 
 NODE_NAME = "policy_node"
 _MODE_NAMES = {m: m.name for m in Mode}
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def _stamp_s(stamp: Any) -> float:
+    """A builtin_interfaces/Time in seconds (0.0 = unstamped)."""
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def _stamp_is_zero(stamp: Any) -> bool:
@@ -90,56 +135,45 @@ def _stamp_is_zero(stamp: Any) -> bool:
 
 @dataclass
 class _Frame:
-    image: np.ndarray
-    stamp: Any  # builtin_interfaces/Time of the image header
+    msg: Any  # sensor_msgs/Image or CompressedImage, not decoded yet
     received: float  # time.monotonic() at reception
 
 
-class PolicyNode(Node):
+@dataclass
+class _Input:
+    """When an input arrived (monotonic) and its header stamp [s on the ROS clock] (0: unstamped)."""
+
+    received: float
+    stamp_s: float = 0.0
+
+
+class PolicyNode(LifecycleNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.cfg = self._declare_and_read_parameters()
         self._lock = threading.Lock()  # guards every piece of state below shared across threads
-        self._policy_lock = threading.Lock()  # serialises act() and set_budget()
         self._mailbox = threading.Condition(self._lock)
+        self.lifecycle_state = "unconfigured"  # lifecycle state (the executor thread changes it)
+        self.configure_error = ""  # why the last configure failed
+        self.policy = None
+        self._policy_info: tuple[int, float | None, bool] | None = None  # layers, default threshold, routed
+        self._pending_budget: tuple[int | None, float | None] | None = None  # for the worker to apply
+        self._worker: threading.Thread | None = None
         self._stopping = False
+        self._timer = None
+        self._handoff = HandoffController(
+            HandoffConfig(self.cfg.deadband, self.cfg.ramp_s, self.cfg.gripper_deadband), self.cfg.initial_mode
+        )  # the mode survives reconfiguration
+        self._reset_inputs()
+        self._reset_state()
 
-        self.policy = self._load_policy()
-        self._default_threshold = self._read_threshold()
-        self._apply_budget(self.cfg.max_layers, self.cfg.threshold, at_startup=True)
-        if self.cfg.warmup_iterations > 0:
-            t0 = time.perf_counter()
-            self.policy.warmup(self.cfg.warmup_iterations)
-            self.get_logger().info(f"warm-up: {self.cfg.warmup_iterations} passes in {time.perf_counter() - t0:.2f} s")
-
-        # -- state (under self._lock) -------------------------------------------------------
-        self._frame: _Frame | None = None  # newest undelivered frame (mailbox of one)
-        self._image_received: float | None = None
-        self._instruction: str | None = None
-        self._instruction_received: float | None = None
-        self._twist: np.ndarray | None = None  # 6-D velocities
-        self._twist_stamp: Any = None
-        self._twist_received: float | None = None
-        self._teleop_gripper: float | None = None
-        self._gripper_received: float | None = None
-        self._dropped_images = 0
-        self._inference_error: str | None = None
-        self._last_output: Any = None
-        self._last_prediction_stamps: tuple[Any, Any] | None = None  # (image stamp, ready time)
-        self._chunk_pending: tuple[np.ndarray, Any] | None = None
-        self._executor = ChunkExecutor(self.cfg.temporal_ensemble, self.cfg.ensemble_k)
-        self._handoff = HandoffController(HandoffConfig(self.cfg.deadband, self.cfg.ramp_s), self.cfg.initial_mode)
-        self._last_gripper = self.cfg.limits.gripper_min
-        self._ticks: deque[float] = deque()  # node-clock times of the recent ticks (rate measurement)
-        self._rate_window_s = max(1.0, 3.0 * self.cfg.period_s)
-
-        # -- ROS interfaces ------------------------------------------------------------------
+        # -- ROS interfaces (all states; `action` and the servo topics only publish when active) --
         sensor_qos = _qos(depth=1, reliable=False, latched=False)
         latched_qos = _qos(depth=1, reliable=True, latched=True)
         volatile_qos = _qos(depth=1, reliable=True, latched=False)
         transitions_qos = _qos(depth=10, reliable=True, latched=True)
         self.create_subscription(Image, "image", self._on_image, sensor_qos)
-        self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, sensor_qos)
+        self.create_subscription(CompressedImage, "image/compressed", self._on_image, sensor_qos)
         # Two subscriptions on `instruction`: a transient-local one receives the latched message of a
         # transient-local publisher that started earlier, but DDS does not match it with a volatile
         # publisher (e.g. plain `ros2 topic pub`); the volatile one covers those. A transient-local
@@ -157,80 +191,79 @@ class PolicyNode(Node):
         self.create_subscription(String, "instruction", self._on_instruction, volatile_qos)
         self.create_subscription(TwistStamped, "teleop/twist", self._on_twist, 10)
         self.create_subscription(Float64, "teleop/gripper", self._on_gripper, 10)
-        self._action_pub = self.create_publisher(EndEffectorAction, "action", 10)
+        if self.cfg.workspace is not None:
+            self.create_subscription(PoseStamped, "ee_pose", self._on_pose, sensor_qos)
+        self._action_pub = self.create_lifecycle_publisher(EndEffectorAction, "action", 10)
         self._status_pub = self.create_publisher(PolicyStatus, "status", 10)
         self._transition_pub = self.create_publisher(ModeTransition, "mode_transitions", transitions_qos)
         self._servo_pub = self._gripper_pub = None
         if self.cfg.publish_servo_twist:
-            self._servo_pub = self.create_publisher(TwistStamped, "servo/delta_twist_cmds", 10)
-            self._gripper_pub = self.create_publisher(Float64, "gripper_command", 10)
+            self._servo_pub = self.create_lifecycle_publisher(TwistStamped, "servo/delta_twist_cmds", 10)
+            self._gripper_pub = self.create_lifecycle_publisher(Float64, "gripper_command", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(SetMode, "set_mode", self._on_set_mode)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.cfg.diagnostics_rate_hz > 0:
+            # wall-clock timer: diagnostics keep coming when simulated time stops
+            self.create_timer(1.0 / self.cfg.diagnostics_rate_hz, self._publish_diagnostics,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info("unconfigured" + ("" if self.cfg.autostart else
+                                                 ": waiting for `ros2 lifecycle set <node> configure`"))
 
-        self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
-        self._worker.start()
-        self._timer = self.create_timer(self.cfg.period_s, self._on_tick)
-        p = self.policy
-        self.get_logger().info(
-            f"ready: device {p.device}, image {p.image_size}, chunk {p.chunk_size}, {p.layers_total} layers, "
-            f"{self.cfg.control_rate_hz:g} Hz, mode {self._handoff.mode.name}"
-        )
+    def _reset_inputs(self) -> None:
+        """The newest inputs (under self._lock once the worker runs); kept over reconfiguration."""
+        self._frame: _Frame | None = None  # newest undelivered frame (mailbox of one)
+        self._image: _Input | None = None
+        self._instruction: str | None = None
+        self._instruction_in: _Input | None = None
+        self._twist: np.ndarray | None = None  # 6-D velocities
+        self._twist_stamp: Any = None
+        self._twist_in: _Input | None = None
+        self._teleop_gripper: float | None = None
+        self._gripper_in: _Input | None = None
+        self._pose: np.ndarray | None = None
+        self._pose_in: _Input | None = None
+        self._pose_frame_error = ""
+        self._dropped_images = 0
+        self._image_error: str | None = None  # why the newest image given to the model did not decode
 
-    # == start-up ===========================================================================
+    def _reset_state(self) -> None:
+        """Per-configuration state: predictions, chunks, the command filter and its counters."""
+        cfg = self.cfg
+        self._frame = None
+        self._inference_error: str | None = None
+        self._last_output: Any = None
+        self._last_prediction_stamps: tuple[Any, Any] | None = None  # (image stamp, ready time)
+        self._prediction_ready: float | None = None  # monotonic
+        self._chunk_pending: tuple[np.ndarray, Any] | None = None
+        self._executor = ChunkExecutor(cfg.temporal_ensemble, cfg.ensemble_k)
+        self._filter = CommandFilter(cfg.command_filter)
+        self._stop_reporter = StopReporter()
+        self._last_gripper = cfg.limits.gripper_min
+        self._last_stop = (False, "")  # (stopped, reason) of the last active tick, for diagnostics
+        self._last_status: PolicyStatus | None = None
+        self._ticks: deque[float] = deque()  # node-clock times of the recent ticks (rate measurement)
+        self._rate_window_s = max(1.0, 3.0 * cfg.period_s)
+
+    # == parameters ===========================================================================
     def _declare_and_read_parameters(self) -> NodeConfig:
         values: dict[str, Any] = {}
         for spec in PARAMS:
-            numeric = isinstance(spec.default, int | float) and not isinstance(spec.default, bool)
-            descriptor = ParameterDescriptor(
-                description=spec.description,
-                read_only=not spec.runtime,
-                # numbers: accept 10 as well as 10.0 from -p / YAML; validate_config checks types
-                dynamic_typing=numeric,
-            )
             try:
-                values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor).value
-            except ParameterException as exc:  # e.g. a string given for a bool parameter
-                raise ConfigError(f"parameter '{spec.name}': {exc}") from exc
+                values[spec.name] = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
+            except ParameterException as exc:
+                # e.g. a value outside the announced range: declare it without the range so that
+                # validate_config() can report every problem in its own words
+                try:
+                    values[spec.name] = self.declare_parameter(
+                        spec.name, spec.default, _descriptor(spec, with_range=False)).value
+                except ParameterException as exc2:  # e.g. a string given for a bool parameter
+                    raise ConfigError(f"parameter '{spec.name}': {exc2}") from exc
         return validate_config(values)
 
-    def _load_policy(self):
-        # imported here so that `--help`-style failures and config errors do not pay for torch
-        from actdistill_ros.core.checkpoint import CheckpointError
-        from actdistill_ros.core.policies import load_policy
-
-        where = self.cfg.checkpoint or "<shipped default student>"
-        try:
-            policy = load_policy(self.cfg.checkpoint or None, device=self.cfg.device, dtype=self.cfg.dtype)
-        except CheckpointError as exc:
-            raise ConfigError(f"parameter 'checkpoint': cannot load {where}: {exc}") from exc
-        except (ValueError, RuntimeError) as exc:
-            raise ConfigError(f"cannot load the policy ({where}) on device {self.cfg.device!r}: {exc}") from exc
-        return policy
-
-    def _read_threshold(self) -> float | None:
-        student = getattr(self.policy, "student", None)
-        value = getattr(student, "threshold", None)
-        return float(value) if isinstance(value, int | float) else None
-
-    def _apply_budget(self, max_layers: int, threshold: float, at_startup: bool = False) -> None:
-        """``max_layers`` 0 = no cap; ``threshold`` 0 = the checkpoint's. ValueError/ConfigError if bad."""
-        cap = None if max_layers == 0 else int(max_layers)
-        if threshold == 0.0:
-            if self._default_threshold is None and not at_startup:
-                raise ValueError("threshold 0 (checkpoint default) is unknown for this policy; set a value in (0, 1)")
-            thr = self._default_threshold
-        else:
-            thr = float(threshold)
-        try:
-            with self._policy_lock:
-                self.policy.set_budget(max_layers=cap, threshold=thr)
-        except ValueError as exc:
-            if at_startup:
-                raise ConfigError(f"parameters 'max_layers'/'threshold': {exc}") from exc
-            raise
-
-    # == parameters at run time ================================================================
     def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Runs on the executor thread: checks the new budget against the loaded policy's
+        metadata and hands it to the inference thread; it never waits for the model."""
         max_layers = self.get_parameter("max_layers").value
         threshold = self.get_parameter("threshold").value
         for p in params:
@@ -240,61 +273,209 @@ class PolicyNode(Node):
                 threshold = p.value
             elif p.name in SPECS and not SPECS[p.name].runtime:
                 return SetParametersResult(successful=False, reason=f"parameter '{p.name}' is read-only at run time")
-        errors: list[str] = []
-        ml = as_int("max_layers", max_layers, errors)
-        thr = as_float("threshold", threshold, errors)
-        if not errors and ml < 0:
-            errors.append(f"parameter 'max_layers' must be >= 0 (0 = no cap), got {max_layers!r}")
-        if not errors and not (thr == 0.0 or 0.0 < thr < 1.0):
-            errors.append(f"parameter 'threshold' must be in (0, 1) or 0 (checkpoint default), got {threshold!r}")
-        if not errors:
-            try:
-                self._apply_budget(ml, thr)
-            except ValueError as exc:
-                errors.append(str(exc))
-        if errors:
-            reason = "; ".join(errors)
-            self.get_logger().warning(f"rejected parameter change: {reason}")
-            return SetParametersResult(successful=False, reason=reason)
-        self.get_logger().info(f"compute budget: max_layers={ml or 'no cap'}, threshold={thr or 'checkpoint'}")
+        info = self._policy_info
+        try:
+            if info is None:  # not configured: checked against the model at configure
+                budget = resolve_budget(max_layers, threshold, 1 << 30, None, routed=True)
+            else:
+                budget = resolve_budget(max_layers, threshold, *info)
+        except ValueError as exc:
+            self.get_logger().warning(f"rejected parameter change: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self._mailbox:
+            self._pending_budget = budget
+            self._mailbox.notify()
+        self.get_logger().info(f"compute budget: max_layers={max_layers or 'no cap'}, "
+                               f"threshold={threshold or 'checkpoint'} (applied before the next inference)")
         return SetParametersResult(successful=True)
 
-    # == inputs =================================================================================
-    def _drop_image(self, exc: Exception) -> None:
-        with self._lock:
-            self._dropped_images += 1
-            count = self._dropped_images
-        self.get_logger().warning(f"dropped image ({count} so far): {exc}", throttle_duration_sec=1.0)
+    # == lifecycle =============================================================================
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except ConfigError as exc:
+            self.configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self._release()
+            return FAILURE
+        except Exception as exc:  # noqa: BLE001 -- a failed configure must leave the node usable
+            self.configure_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"configure failed: {self.configure_error}")
+            self._release()
+            return FAILURE
+        return SUCCESS
 
-    def _deliver(self, image: np.ndarray, stamp: Any) -> None:
+    def _configure(self) -> None:
+        cfg = self.cfg
+        self.configure_error = ""
+        self.policy = self._load_policy()
+        student = getattr(self.policy, "student", None)
+        default_threshold = getattr(student, "threshold", None)
+        default_threshold = float(default_threshold) if isinstance(default_threshold, int | float) else None
+        self._policy_info = (int(self.policy.layers_total), default_threshold, student is not None)
+        try:
+            budget = resolve_budget(self.get_parameter("max_layers").value, self.get_parameter("threshold").value,
+                                    *self._policy_info)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.policy.set_budget(max_layers=budget[0], threshold=budget[1])
+        if cfg.warmup_iterations > 0:
+            t0 = time.perf_counter()
+            self.policy.warmup(cfg.warmup_iterations)
+            self.get_logger().info(f"warm-up: {cfg.warmup_iterations} passes in {time.perf_counter() - t0:.2f} s")
+        with self._lock:
+            self._reset_state()
+            self._pending_budget = None
+            self._stopping = False
+        self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
+        self._worker.start()
+        self._timer = self.create_timer(cfg.period_s, self._on_tick)
+        self.lifecycle_state = "inactive"
+        p = self.policy
+        self.get_logger().info(
+            f"ready: device {p.device}, image {p.image_size}, chunk {p.chunk_size}, {p.layers_total} layers, "
+            f"{cfg.control_rate_hz:g} Hz, mode {self._handoff.mode.name}"
+        )
+
+    def _load_policy(self):
+        # imported here so that configuration errors do not pay for torch
+        from actdistill_ros.core.checkpoint import CheckpointError
+        from actdistill_ros.core.policies import load_policy
+
+        where = self.cfg.checkpoint or "<shipped default student>"
+        try:
+            return load_policy(self.cfg.checkpoint or None, device=self.cfg.device, dtype=self.cfg.dtype)
+        except CheckpointError as exc:
+            raise ConfigError(f"parameter 'checkpoint': cannot load {where}: {exc}") from exc
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load the policy ({where}) on device {self.cfg.device!r}: {exc}") from exc
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        now = time.monotonic()
+        with self._lock:
+            self._executor.reset()
+            self._filter.reset()
+            self._handoff.restart_ramp(now)
+            self._frame = None
+        self.lifecycle_state = "active"
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self.get_logger().info(f"active: commanding the arm (mode {self._handoff.mode.name})")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._publish_final_stop("deactivated")
+        self.lifecycle_state = "inactive"
+        with self._lock:
+            self._executor.reset()
+            self._frame = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model released")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.lifecycle_state == "active":
+            self._publish_final_stop("shutting down")
+        self._release()
+        self.lifecycle_state = "finalized"
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("lifecycle transition raised: releasing the model")
+        self._release()
+        return SUCCESS
+
+    def _release(self) -> None:
+        """Stop the worker and the control loop, drop the model (back to unconfigured)."""
+        with self._mailbox:
+            self._stopping = True
+            self._mailbox.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        device = getattr(self.policy, "device", None)
+        self.policy = None
+        self._policy_info = None
+        self.lifecycle_state = "unconfigured"
+        gc.collect()
+        if device is not None and getattr(device, "type", "") == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def shutdown(self) -> None:
+        """End of the process (Ctrl-C, SIGTERM): the lifecycle shutdown transition, whose zero
+        command goes out while the context is still valid."""
+        if self.lifecycle_state in ("unconfigured", "inactive", "active") and self.context.ok():
+            try:
+                self.trigger_shutdown()
+                return
+            except Exception as exc:  # noqa: BLE001 -- e.g. Ctrl-C left a transition half done
+                self.get_logger().warning(f"shutdown transition not possible ({exc}): releasing the model")
+        self._release()
+
+    def _publish_final_stop(self, why: str) -> None:
+        """One zero command (STOP, gripper held) on `action` (and the servo topics)."""
+        now = self.get_clock().now().to_msg()
+        action = EndEffectorAction()
+        action.header.stamp = now
+        action.header.frame_id = self.cfg.action_frame_id
+        action.gripper = float(self._last_gripper)
+        action.control_period = float(self.cfg.period_s)
+        action.source = int(Source.STOP)
+        self._action_pub.publish(action)
+        if self._servo_pub is not None:
+            twist = TwistStamped()
+            twist.header.stamp = now
+            twist.header.frame_id = self.cfg.servo_frame_id
+            self._servo_pub.publish(twist)
+            self._gripper_pub.publish(Float64(data=float(self._last_gripper)))
+        self.get_logger().info(f"{why}: sent a zero command")
+
+    # == inputs =================================================================================
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        """Executor thread: note the arrival and keep the newest message for the worker, nothing more.
+        Decoding (a copy of a 6 MB HD frame, or a JPEG decode) happens on the worker, for the frames
+        it uses only."""
+        if self.lifecycle_state != "active":  # nothing to act on
+            return
         now = time.monotonic()
         with self._mailbox:
-            self._frame = _Frame(image, stamp, now)  # replaces an undelivered older frame
-            self._image_received = now
+            self._frame = _Frame(msg, now)  # replaces an undelivered older frame
+            self._image = _Input(now, _stamp_s(msg.header.stamp))
             self._mailbox.notify()
 
-    def _on_image(self, msg: Image) -> None:
+    def _decode(self, frame: _Frame) -> np.ndarray | None:
+        """Worker thread: the frame as RGB, or None (counted, logged, and the reason of the stop
+        until a frame decodes again)."""
+        msg = frame.msg
         try:
-            image = image_msg_to_rgb(msg)
+            if isinstance(msg, CompressedImage):
+                image = compressed_msg_to_rgb(msg)
+            else:  # raw rgb8: a view of the message, which the policy resizes; no copy of an HD frame
+                image = image_msg_to_rgb(msg, copy=False)
         except ImageDecodeError as exc:
-            self._drop_image(exc)
-            return
-        self._deliver(image, msg.header.stamp)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        try:
-            image = compressed_msg_to_rgb(msg)
-        except ImageDecodeError as exc:
-            self._drop_image(exc)
-            return
-        self._deliver(image, msg.header.stamp)
+            with self._lock:
+                self._dropped_images += 1
+                self._image_error = str(exc)
+                count = self._dropped_images
+            self.get_logger().warning(f"dropped image ({count} so far): {exc}", throttle_duration_sec=1.0)
+            return None
+        with self._lock:
+            self._image_error = None
+        return image
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
         with self._lock:
             changed = text != (self._instruction or "")
             self._instruction = text or None  # an empty string clears the instruction
-            self._instruction_received = time.monotonic()
+            self._instruction_in = _Input(time.monotonic())
         if changed:
             self.get_logger().info(f"instruction: {text!r}" if text else "instruction cleared")
 
@@ -311,7 +492,7 @@ class PolicyNode(Node):
         with self._lock:
             self._twist = twist
             self._twist_stamp = msg.header.stamp
-            self._twist_received = now
+            self._twist_in = _Input(now, _stamp_s(msg.header.stamp))
             transition = self._handoff.human_input(magnitude, now)
             if transition is not None:
                 self._executor.reset()
@@ -319,9 +500,32 @@ class PolicyNode(Node):
             self._publish_transition(transition)
 
     def _on_gripper(self, msg: Float64) -> None:
+        value = float(msg.data)
+        now = time.monotonic()
         with self._lock:
-            self._teleop_gripper = float(msg.data)
-            self._gripper_received = time.monotonic()
+            reference = self._teleop_gripper if self._teleop_gripper is not None else self._last_gripper
+            self._teleop_gripper = value
+            self._gripper_in = _Input(now)
+            transition = self._handoff.human_gripper_input(value, reference, now)
+            if transition is not None:
+                self._executor.reset()
+        if transition is not None:
+            self._publish_transition(transition)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        position = np.array([p.x, p.y, p.z], dtype=np.float64)
+        frame = msg.header.frame_id.strip("/")
+        if frame != self.cfg.action_frame_id.strip("/"):
+            error = f"ee_pose frame_id {msg.header.frame_id!r} is not the action frame {self.cfg.action_frame_id!r}"
+        elif not np.isfinite(position).all():
+            error = "ee_pose position is not finite"
+        else:
+            error = ""
+        with self._lock:
+            self._pose = position
+            self._pose_in = _Input(time.monotonic(), _stamp_s(msg.header.stamp))
+            self._pose_frame_error = error
 
     def _on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
         reason = request.reason.strip() or "service request"
@@ -338,9 +542,11 @@ class PolicyNode(Node):
             transition = self._handoff.request(target, reason, now)
             warnings = []
             if target == Mode.AUTONOMY:
+                if self.lifecycle_state != "active":
+                    warnings.append(f"the node is {self.lifecycle_state}")
                 if self._instruction is None:
                     warnings.append("no instruction yet")
-                if self._image_received is None:
+                if self._image is None:
                     warnings.append("no image yet")
         response.success = True
         if transition is None:
@@ -363,19 +569,29 @@ class PolicyNode(Node):
 
     # == inference worker =========================================================================
     def _inference_loop(self) -> None:
+        policy = self.policy
         while True:
             with self._mailbox:
-                while self._frame is None and not self._stopping:
+                while self._frame is None and self._pending_budget is None and not self._stopping:
                     self._mailbox.wait(timeout=0.5)
                 if self._stopping:
                     return
+                budget, self._pending_budget = self._pending_budget, None
                 frame, self._frame = self._frame, None
+            if budget is not None:  # between two forward passes: nothing else touches the model
+                try:
+                    policy.set_budget(max_layers=budget[0], threshold=budget[1])
+                except ValueError as exc:  # checked before; a policy may still refuse
+                    self.get_logger().error(f"compute budget not applied: {exc}")
+            if frame is None:
+                continue
+            image = self._decode(frame)
+            with self._lock:
                 instruction = self._instruction
-            if instruction is None:
+            if image is None or instruction is None:
                 continue
             try:
-                with self._policy_lock:
-                    out = self.policy.act(frame.image, instruction)
+                out = policy.act(image, instruction)
             except Exception as exc:  # noqa: BLE001 -- any failure must stop the robot, not the node
                 message = f"inference failed: {type(exc).__name__}: {exc}"
                 with self._lock:
@@ -387,33 +603,21 @@ class PolicyNode(Node):
             with self._lock:
                 self._inference_error = None
                 self._last_output = out
-                self._last_prediction_stamps = (frame.stamp, ready)
-                self._chunk_pending = (out.actions, frame.stamp)
+                stamp = frame.msg.header.stamp
+                self._last_prediction_stamps = (stamp, ready)
+                self._prediction_ready = time.monotonic()
+                self._chunk_pending = (out.actions, stamp)
 
     # == control loop =============================================================================
-    def _age(self, received: float | None, now: float) -> float:
-        return -1.0 if received is None else now - received
+    def _age(self, inp: _Input | None, now: float, clock_s: float) -> InputAge | None:
+        if inp is None:
+            return None
+        return input_age(now, inp.received, inp.stamp_s, clock_s, self.cfg.stamp_skew_tolerance_s)
 
-    def _policy_unavailable(self, now: float) -> str | None:
+    def _human_command(self, twist_age: InputAge | None, gripper_age: InputAge | None) -> np.ndarray | None:
         cfg = self.cfg
-        if self._instruction is None:
-            return "no instruction"
-        age = now - self._instruction_received
-        if age > cfg.instruction_timeout_s:
-            return f"instruction stale ({age:.2f} s > {cfg.instruction_timeout_s:.2f} s)"
-        if self._image_received is None:
-            return "no image received"
-        age = now - self._image_received
-        if age > cfg.image_timeout_s:
-            return f"image stale ({age:.2f} s > {cfg.image_timeout_s:.2f} s)"
-        if self._inference_error is not None:
-            return self._inference_error
-        return None
-
-    def _human_command(self, now: float) -> np.ndarray | None:
-        cfg = self.cfg
-        twist_fresh = self._twist_received is not None and now - self._twist_received <= cfg.teleop_timeout_s
-        grip_fresh = self._gripper_received is not None and now - self._gripper_received <= cfg.teleop_timeout_s
+        twist_fresh = twist_age is not None and not twist_age.skewed and twist_age.age_s <= cfg.teleop_timeout_s
+        grip_fresh = gripper_age is not None and gripper_age.age_s <= cfg.teleop_timeout_s
         if not (twist_fresh or grip_fresh):
             return None
         cmd = np.zeros(7, dtype=np.float64)
@@ -423,35 +627,55 @@ class PolicyNode(Node):
         return cmd
 
     def _on_tick(self) -> None:
+        if self.lifecycle_state == "active":
+            self._active_tick()
+        elif self.lifecycle_state == "inactive":
+            status = PolicyStatus()
+            status.header.stamp = self.get_clock().now().to_msg()
+            status.lifecycle_state = "inactive"
+            mode = self._handoff.mode
+            status.mode, status.mode_name = int(mode), _MODE_NAMES[mode]
+            status.image_age_s = status.instruction_age_s = status.teleop_age_s = status.ee_pose_age_s = -1.0
+            status.shadow_error = status.shadow_cosine = math.nan
+            self._status_pub.publish(status)
+
+    def _active_tick(self) -> None:
         cfg = self.cfg
         now = time.monotonic()
         clock_now = self.get_clock().now()
         ros_now = clock_now.to_msg()
-        tick_s = clock_now.nanoseconds * 1e-9
+        clock_s = clock_now.nanoseconds * 1e-9
         with self._lock:
             # measured rate: ticks over the last second or so (robust to one late tick and the
             # catch-up after it, unlike a filtered 1/dt), on the node clock, so that it reads
-            # control steps per simulated second under use_sim_time. Staleness stays on the
-            # monotonic clock: a simulator that stops must stop the arm too.
-            self._ticks.append(tick_s)
-            while tick_s - self._ticks[0] > self._rate_window_s:
+            # control steps per simulated second under use_sim_time. Ages are at least the time
+            # since reception on the monotonic clock: a simulator that stops must stop the arm too.
+            self._ticks.append(clock_s)
+            while clock_s - self._ticks[0] > self._rate_window_s:
                 self._ticks.popleft()
             if self._chunk_pending is not None:
                 actions, stamp = self._chunk_pending
                 self._chunk_pending = None
                 self._executor.add(actions, stamp=stamp)
             step = self._executor.next()  # advances every tick, whatever the mode
-            unavailable = self._policy_unavailable(now)
-            if unavailable is None and step is None:
-                unavailable = "no prediction yet" if self._last_output is None else "action chunk used up"
-            policy_cmd = None if unavailable is not None else step.action
-            human_cmd = self._human_command(now)
+            image_age = self._age(self._image, now, clock_s)
+            instruction_age = self._age(self._instruction_in, now, clock_s)
+            twist_age = self._age(self._twist_in, now, clock_s)
+            gripper_age = self._age(self._gripper_in, now, clock_s)
+            pose_age = self._age(self._pose_in, now, clock_s)
+            unavailable = policy_stop_reason(
+                instruction_age=instruction_age, instruction_timeout_s=cfg.instruction_timeout_s,
+                image_age=image_age, image_timeout_s=cfg.image_timeout_s,
+                skew_tolerance_s=cfg.stamp_skew_tolerance_s, inference_error=self._inference_error,
+                has_prediction=self._last_output is not None, has_step=step is not None, period_s=cfg.period_s,
+                prediction_age_s=None if self._prediction_ready is None else now - self._prediction_ready,
+                image_error=self._image_error,
+            )
+            policy_cmd = None if unavailable else step.action
+            human_cmd = self._human_command(twist_age, gripper_age)
             if human_cmd is None:
-                human_reason = (
-                    "no teleop input"
-                    if self._twist_received is None and self._gripper_received is None
-                    else f"teleop stale (> {cfg.teleop_timeout_s:.2f} s)"
-                )
+                human_reason = ("no teleop input" if self._twist_in is None and self._gripper_in is None
+                                else f"teleop stale (> {cfg.teleop_timeout_s:.2f} s)")
             else:
                 human_reason = ""
             decision = self._handoff.step(
@@ -462,25 +686,38 @@ class PolicyNode(Node):
                 policy_unavailable_reason=unavailable or "",
                 human_unavailable_reason=human_reason,
             )
-            safe = make_safe(decision.command, cfg.limits, hold_gripper=self._last_gripper)
-            source = decision.source if not safe.non_finite else Source.STOP
-            alarm_reason = decision.stop_reason if source == Source.STOP else ""
-            if safe.non_finite:
-                alarm_reason = "non-finite command replaced by stop"
-            self._last_gripper = float(safe.command[6])
+            source, stop_reason = decision.source, decision.stop_reason
+            if cfg.workspace is not None:
+                pose_reason = pose_stop_reason(pose_age, cfg.pose_timeout_s, cfg.stamp_skew_tolerance_s,
+                                               self._pose_frame_error)
+                if pose_reason:
+                    source, stop_reason = Source.STOP, pose_reason
+            filtered = self._filter.apply(decision.command, self._last_gripper, is_stop=source == Source.STOP,
+                                          position=self._pose)
+            if filtered.stop and source != Source.STOP:  # non-finite command
+                source, stop_reason = Source.STOP, "non-finite command replaced by stop"
+            self._last_gripper = float(filtered.command[6])
+            self._last_stop = (source == Source.STOP, stop_reason)
+            counters = self._filter.counters
             out = self._last_output
             prediction_stamps = self._last_prediction_stamps
-            ages = (
-                self._age(self._image_received, now),
-                self._age(self._instruction_received, now),
-                self._age(max(filter(None, (self._twist_received, self._gripper_received)), default=None), now),
-            )
+            ages = [-1.0 if a is None else a.age_s for a in (image_age, instruction_age)]
+            teleop = [a.age_s for a in (twist_age, gripper_age) if a is not None]
+            ages.append(min(teleop) if teleop else -1.0)
+            ages.append(-1.0 if pose_age is None else pose_age.age_s)
             dropped = self._dropped_images
-            twist_fresh = self._twist_received is not None and now - self._twist_received <= cfg.teleop_timeout_s
+            twist_fresh = twist_age is not None and not twist_age.skewed and twist_age.age_s <= cfg.teleop_timeout_s
             twist_stamp = self._twist_stamp if twist_fresh else None
             ticks = self._ticks
             rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
             mode = self._handoff.mode
+            report = self._stop_reporter.update(source == Source.STOP, stop_reason, now)
+        if report is not None:  # (rclpy: one severity per logging call site)
+            level, text = report
+            if level == "warn":
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().info(text)
 
         action = EndEffectorAction()
         if source in (Source.POLICY, Source.BLEND) and step is not None and step.stamp is not None:
@@ -490,7 +727,7 @@ class PolicyNode(Node):
         else:
             action.header.stamp = ros_now
         action.header.frame_id = cfg.action_frame_id
-        c = safe.command
+        c = filtered.command
         action.linear.x, action.linear.y, action.linear.z = float(c[0]), float(c[1]), float(c[2])
         action.angular.x, action.angular.y, action.angular.z = float(c[3]), float(c[4]), float(c[5])
         action.gripper = float(c[6])
@@ -514,32 +751,84 @@ class PolicyNode(Node):
 
         status = PolicyStatus()
         status.header.stamp = ros_now
+        status.lifecycle_state = "active"
         status.mode = int(mode)
         status.mode_name = _MODE_NAMES[mode]
         status.alarm = source == Source.STOP
-        status.alarm_reason = alarm_reason
+        status.alarm_reason = stop_reason if source == Source.STOP else ""
         if out is not None:
             status.inference_latency_ms = float(out.latency_ms)
             status.layers_executed = int(out.layers_executed)
             status.layers_total = int(out.layers_total)
             status.flops_ratio = float(out.flops_ratio)
             status.prediction_image_stamp, status.prediction_ready_stamp = prediction_stamps
-        else:
-            status.layers_total = int(self.policy.layers_total)
-        status.image_age_s, status.instruction_age_s, status.teleop_age_s = (float(a) for a in ages)
+        elif self._policy_info is not None:
+            status.layers_total = int(self._policy_info[0])
+        status.image_age_s, status.instruction_age_s, status.teleop_age_s, status.ee_pose_age_s = (
+            float(a) for a in ages)
         status.control_rate_hz = float(rate)
         status.dropped_images = int(dropped)
         agreement = decision.agreement
         status.shadow_error = float(agreement.error) if agreement is not None else math.nan
         status.shadow_cosine = float(agreement.cosine) if agreement is not None else math.nan
+        for name in ("linear_step_clamps", "angular_step_clamps", "gripper_clamps", "linear_change_limits",
+                     "angular_change_limits", "workspace_clips", "non_finite_commands", "stop_events"):
+            setattr(status, name, int(getattr(counters, name)))
+        status.last_limit_event = counters.last_event
         self._status_pub.publish(status)
+        self._last_status = status
 
-    # == shutdown ====================================================================================
-    def stop(self) -> None:
-        with self._mailbox:
-            self._stopping = True
-            self._mailbox.notify_all()
-        self._worker.join(timeout=5.0)
+    def _publish_diagnostics(self) -> None:
+        cfg = self.cfg
+        status = self._last_status if self.lifecycle_state == "active" else None
+        with self._lock:
+            stopped, reason = self._last_stop if status is not None else (False, "")
+            counters = self._filter.counters
+            dropped = self._dropped_images
+        out = self._last_output if self.lifecycle_state == "active" else None
+        ages = {"image": -1.0, "instruction": -1.0, "teleop": -1.0}
+        if cfg.workspace is not None:
+            ages["ee_pose"] = -1.0
+        rate = 0.0
+        if status is not None:
+            ages.update(image=status.image_age_s, instruction=status.instruction_age_s, teleop=status.teleop_age_s)
+            if cfg.workspace is not None:
+                ages["ee_pose"] = status.ee_pose_age_s
+            rate = status.control_rate_hz
+        report = diagnostic_report(
+            lifecycle_state=self.lifecycle_state, mode=self._handoff.mode.name, stopped=stopped, stop_reason=reason,
+            latency_ms=None if out is None else float(out.latency_ms),
+            layers="" if out is None else f"{out.layers_executed}/{out.layers_total}",
+            control_rate_hz=rate, target_rate_hz=cfg.control_rate_hz, ages=ages, counters=counters,
+            dropped_images=dropped,
+        )
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        entry = DiagnosticStatus()
+        entry.level = bytes([report.level])
+        entry.name = f"{self.get_fully_qualified_name()}: policy"
+        entry.message = report.message
+        entry.hardware_id = cfg.action_frame_id
+        entry.values = [KeyValue(key=k, value=v) for k, v in report.values]
+        msg.status = [entry]
+        self._diagnostics_pub.publish(msg)
+
+
+def _descriptor(spec: ParamSpec, with_range: bool = True) -> ParameterDescriptor:
+    numeric = isinstance(spec.default, int | float | list) and not isinstance(spec.default, bool)
+    descriptor = ParameterDescriptor(
+        description=spec.description,
+        read_only=not spec.runtime,
+        # numbers: accept 10 as well as 10.0 from -p / YAML; validate_config checks types
+        dynamic_typing=numeric,
+    )
+    if with_range and spec.range is not None:
+        lo, hi = spec.range
+        if isinstance(spec.default, int):
+            descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return descriptor
 
 
 def _qos(depth: int, reliable: bool, latched: bool) -> QoSProfile:
@@ -551,8 +840,18 @@ def _qos(depth: int, reliable: bool, latched: bool) -> QoSProfile:
     )
 
 
+def autostart(node: PolicyNode) -> None:
+    """With ``autostart``: configure and activate now; a failed configure is a configuration error."""
+    if not node.cfg.autostart:
+        return
+    if node.trigger_configure() != SUCCESS:
+        raise ConfigError(node.configure_error or "configure failed")
+    if node.trigger_activate() != SUCCESS:
+        raise ConfigError("activate failed")
+
+
 def main(args: list[str] | None = None) -> int:
-    return run_node(PolicyNode, NODE_NAME, (ConfigError,), PolicyNode.stop, args)
+    return run_node(PolicyNode, NODE_NAME, (ConfigError,), PolicyNode.shutdown, args, start=autostart)
 
 
 if __name__ == "__main__":

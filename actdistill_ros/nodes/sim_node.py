@@ -21,6 +21,13 @@ than the robot would while every node still sees a 10 Hz world. The newest valid
 held (zero-order hold) for at most ``command_timeout_s`` of simulated time, then the gripper
 holds still. A command that is non-finite or out of range is rejected, counted (SimEpisode)
 and replaced by "hold still"; physics is never fed a bad value.
+
+Episodes: ``initial_seed`` >= 0 starts the first one by itself; with ``wait_for_node`` (e.g.
+``policy_node``, a lifecycle node) only once that node reports ``active`` on its ``get_state``
+service, so a policy that takes seconds to load does not miss the start of the episode.
+``auto_reset`` starts the next episode (seed + 1) after one is done, and ``episodes`` > 0 ends
+the node (exit status 0, a summary in the log) once that many are done; ``sim.launch.py``
+ends with it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import TwistStamped
+from lifecycle_msgs.msg import State
+from lifecycle_msgs.srv import GetState
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -61,12 +70,17 @@ class SimNodeConfig:
     initial_seed: int = 0  # first episode at start-up; -1 = wait for sim/reset
     initial_task: str = ""  # '' = drawn from the seed
     camera_frame_id: str = "front_camera"
+    wait_for_node: str = ""  # start the first episode once this lifecycle node is active ('' = at once)
+    auto_reset: bool = False  # start the next episode (seed + 1) when one is done
+    episodes: int = 0  # end the node after this many finished episodes (0 = never)
 
     def validate(self) -> None:
         for name in ("real_time_factor", "command_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        if self.episodes < 0:
+            raise ConfigError(f"episodes must be >= 0 (0 = no limit), got {self.episodes}")
 
 
 def _declare(node: Node) -> SimNodeConfig:
@@ -95,6 +109,10 @@ class SimNode(Node):
         self._command_time = -math.inf  # simulated time of the newest valid command
         self._gripper = 0.0
         self._last_rejection = ""
+        self.exit_code: int | None = None  # set after the last episode: run_node ends the process
+        self._seed = self.cfg.initial_seed
+        self._finished: list[bool] = []  # success of every finished episode
+        self._reset_due = False
 
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -107,10 +125,18 @@ class SimNode(Node):
         self.create_subscription(TwistStamped, "servo/delta_twist_cmds", self._on_twist, 10)
         self.create_subscription(Float64, "gripper_command", self._on_gripper, 10)
         self.create_service(ResetEpisode, "sim/reset", self._on_reset)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._wait_timer = self._state_client = self._state_future = None
         if self.cfg.initial_seed >= 0:
-            self._reset(self.cfg.initial_seed, self.cfg.initial_task or None)
+            if self.cfg.wait_for_node:
+                self._state_client = self.create_client(GetState, f"{self.cfg.wait_for_node}/get_state")
+                self._wait_timer = self.create_timer(0.25, self._poll_ready, clock=steady)
+                self.get_logger().info(f"waiting for {self._state_client.srv_name} to report 'active' "
+                                       "before the first episode")
+            else:
+                self._reset(self.cfg.initial_seed, self.cfg.initial_task or None)
         wall_period = self._period / self.cfg.real_time_factor
-        self._timer = self.create_timer(wall_period, self._on_tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._timer = self.create_timer(wall_period, self._on_tick, clock=steady)
         self.get_logger().info(
             f"tabletop sim: {self.cfg.sim.control_rate_hz:g} Hz control, {self.cfg.sim.image_size} px camera, "
             f"{self.cfg.real_time_factor:g}x real time")
@@ -165,6 +191,7 @@ class SimNode(Node):
     # -- episodes ---------------------------------------------------------------------------------
     def _reset(self, seed: int, task: str | None) -> None:
         info = self.sim.reset(seed, task)
+        self._seed = seed
         self._episode += 1
         self._gripper = 0.0
         self._command, self._command_time = self._hold(), -math.inf
@@ -184,15 +211,48 @@ class SimNode(Node):
         response.task, response.instruction = self.sim.episode.task, self.sim.episode.instruction
         return response
 
+    def _poll_ready(self) -> None:
+        """Until the node in ``wait_for_node`` is active: ask its lifecycle state."""
+        future = self._state_future
+        if future is not None and future.done():
+            self._state_future = None
+            result = future.result()
+            if result is not None and result.current_state.id == State.PRIMARY_STATE_ACTIVE:
+                self.destroy_timer(self._wait_timer)
+                self._wait_timer = None
+                self.get_logger().info(f"{self.cfg.wait_for_node} is active: starting the first episode")
+                self._reset(self.cfg.initial_seed, self.cfg.initial_task or None)
+            return
+        if future is None and self._state_client.service_is_ready():
+            self._state_future = self._state_client.call_async(GetState.Request())
+
     # -- stepping ---------------------------------------------------------------------------------
     def _on_tick(self) -> None:
         if self.sim.episode is None:
             self._publish_clock()
             return
+        if self._reset_due:
+            self._reset_due = False
+            self._reset(self._seed + 1, self.cfg.initial_task or None)
+            return
+        was_done = self.sim.done
         fresh = self._sim_time - self._command_time <= self.cfg.command_timeout_s
         self.sim.step(self._command if fresh else self._hold())
         self._sim_time += self._period
         self._publish_observation()
+        if self.sim.done and not was_done:
+            self._episode_finished()
+
+    def _episode_finished(self) -> None:
+        self._finished.append(self.sim.success)
+        self.get_logger().info(f"episode {self._episode}: {'success' if self.sim.success else 'failure'} "
+                               f"after {self.sim.steps} steps")
+        if self.cfg.episodes and len(self._finished) >= self.cfg.episodes:
+            done = self._finished
+            self.get_logger().info(f"{len(done)} episode(s) done: {sum(done)} succeeded; ending")
+            self.exit_code = 0
+        elif self.cfg.auto_reset:
+            self._reset_due = True  # on the next tick, after this final observation went out
 
     def _stamp(self):
         return Time(nanoseconds=int(round(self._sim_time * 1e9))).to_msg()

@@ -45,8 +45,12 @@ def _image_size(checkpoint: str | Path) -> int:
 
 
 def _policy_params(checkpoint: str | Path, cfg: EvalConfig, initial_mode: str, ramp_s: float) -> dict:
+    # The evaluation measures the policies: per-step limits only, no change limit (as when the
+    # results in the README were recorded). Simulated time: /clock and the camera come on separate
+    # topics, so a frame can be a period "ahead" of the node's clock; no clock skew to detect here.
     return {"checkpoint": str(checkpoint), "device": cfg.device, "use_sim_time": True,
-            "initial_mode": initial_mode, "ramp_s": ramp_s, "warmup_iterations": 3}
+            "initial_mode": initial_mode, "ramp_s": ramp_s, "warmup_iterations": 3,
+            "limits.max_linear_change": 0.0, "limits.max_angular_change": 0.0, "stamp_skew_tolerance_s": 0.5}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path,
