@@ -12,9 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actdistill_ros.core.baselines import fixed_route_student, greedy_layer_selection, random_route_student
+from actdistill_ros.core.baselines import (
+    finetune_routed,
+    fixed_route_student,
+    greedy_layer_selection,
+    random_route_student,
+)
 from actdistill_ros.core.checkpoint import load_student, load_teacher
-from actdistill_ros.core.config import ConfigError, RouterConfig
+from actdistill_ros.core.config import ConfigError, OptimConfig, RouterConfig
 from actdistill_ros.core.dataset import EpisodeDataset
 from actdistill_ros.core.loop import batches_per_epoch
 from actdistill_ros.core.pipeline import baseline_layer_count
@@ -59,6 +64,18 @@ def test_greedy_selection_drops_the_cheapest_layer_each_time(demo):
               for c in itertools.combinations(first_kept, 2)}
     assert tuple(selection.layers) == min(errors, key=errors.get)
     assert selection.trace[-1].action_mse == pytest.approx(min(errors.values()))
+
+
+def test_finetune_leaves_frozen_parts_as_they_are(demo, tmp_path):
+    teacher = load_teacher(demo.teacher)
+    data = build_tensor_data(EpisodeDataset.load(demo.dataset), teacher)
+    student = fixed_route_student(teacher, [0, 2])
+    before = {name: p.detach().clone() for name, p in student.backbone.named_parameters()}
+    result = finetune_routed(student, data, OptimConfig(epochs=1, batch_size=8, lr=1e-2), tmp_path, "tuned",
+                             frozen=(student.backbone.vision, student.backbone.text_embedding))
+    changed = {name for name, p in result.model.backbone.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith(("layers.", "final_norm", "action_head")) for name in changed)
+    assert any(name.startswith("layers.0.") for name in changed)
 
 
 def test_baseline_layer_count_rounds_the_students_mean():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import MemoryConfig, OptimConfig, RouterConfig
 from .distributed import SINGLE, World
@@ -91,13 +92,17 @@ def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: i
 
 def finetune_routed(student: RoutedStudent, data: TensorData, cfg: OptimConfig, run_dir: Path, name: str,
                     memory: MemoryConfig | None = None, world: World = SINGLE,
-                    stop_after: int | None = None) -> LoopResult:
+                    stop_after: int | None = None, frozen: tuple[nn.Module, ...] = ()) -> LoopResult:
     """Train the backbone of a fixed- or random-route student with the action head's task loss
-    alone (the router has nothing to learn); resumable like every stage (``run_dir/<name>_*``)."""
+    alone (the router has nothing to learn); resumable like every stage (``run_dir/<name>_*``).
+    ``frozen``: parts of the backbone left as they are (benchmarks/router_diagnostic.py keeps the
+    embedding a learned router reads, so that its routes cannot move)."""
     memory = memory or MemoryConfig()
     device = next(student.parameters()).device
     check_memory_options(memory, device)
     student.backbone.requires_grad_(True)
+    for module in frozen:
+        module.requires_grad_(False)
     apply_memory_options(student.backbone, memory)
     forward_train = world.wrap_method(student, "forward_train", shard_units=list(student.backbone.layers))
     optimizer = torch.optim.AdamW(trainable_parameters(student.backbone), lr=cfg.lr, weight_decay=cfg.weight_decay)
