@@ -290,7 +290,7 @@ class RouterConfig:
     router_dim: int = 64
     threshold: float = 0.5
     init_bias: float = 2.0  # gates start open (sigmoid(2) = 0.88): the student starts as the teacher
-    min_layers: int = 1  # every sample runs at least its this many highest-gated layers (never an empty stack)
+    min_layers: int = 1  # every sample runs at least its this many highest-gated layers (keep_ratio x L: exactly)
     fixed_layers: list[int] = field(default_factory=list)  # kind fixed: the route (layer indices)
     random_layers: int = 0  # kind random: layers per pass
 

@@ -17,7 +17,7 @@ import rclpy
 from actdistill_ros.core.checkpoint import STUDENT_FORMAT, read_checkpoint_info
 from actdistill_ros.sim.tasks import task_names
 
-from .driver import Driver
+from .driver import Driver, DriverError
 from .processes import NodeGroup
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation layouts: disjoint from recording seeds (record.py)
@@ -114,12 +114,14 @@ def _summary(per_task: dict[str, dict], statuses: list) -> dict:
 
 
 def handoff_scenario(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path, teleop_steps: int = 3,
-                     autonomy_steps: int = 4) -> dict:
+                     autonomy_steps: int = 2) -> dict:
     """Teleop start -> autonomy -> human override -> teleop finishes; what a real handover does.
 
     The scripted human drives the first ``teleop_steps``, lets go while the operator switches to
     AUTONOMY, then grabs the spacemouse again after ``autonomy_steps``: the policy node must hand
-    control back at once (a twist above the deadband), and the human completes the task."""
+    control back at once (a twist above the deadband), and the human completes the task. The
+    autonomy phase is short because a good policy finishes an episode in 8 steps (then there is
+    nothing left to take over)."""
     rclpy.init()
     try:
         with NodeGroup(log_dir) as group:
@@ -142,6 +144,9 @@ def handoff_scenario(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path, tel
                 start = step_now()
                 driver.spin_until(lambda: step_now() >= start + autonomy_steps or driver.episodes[episode].done, 60,
                                   "the autonomy phase")
+                if driver.episodes[episode].done:
+                    raise DriverError(f"episode {episode} ended during the autonomy phase, before the human could "
+                                      f"take over: shorten autonomy_steps ({autonomy_steps})")
                 driver.watch_teleop()  # re-arm: the expert was silent during autonomy
                 driver.set_parameter("teleop_expert", "enabled", True)  # the human grabs the spacemouse
                 driver.spin_until(lambda: driver.first_override_action is not None, 30, "the first override twist")
