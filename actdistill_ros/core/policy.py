@@ -35,14 +35,19 @@ class RoutedPolicy:
         self._flops: dict | None = None
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path | None = None, device: str = "auto", dtype: str = "auto") -> RoutedPolicy:
+    def load(cls, checkpoint_dir: str | Path | None = None, device: str = "auto", dtype: str = "auto",
+             execution: str = "eager") -> RoutedPolicy:
         """Load an exported student; ``None``/'' means the shipped default checkpoint.
+        ``execution``: how routes run (``route_exec.Execution``: eager, compile, cuda_graphs).
 
-        Raises CheckpointError (missing/corrupt checkpoint) or ValueError (device/dtype)."""
+        Raises CheckpointError (missing/corrupt checkpoint) or ValueError (device/dtype/execution)."""
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         path = Path(checkpoint_dir) if checkpoint_dir else default_student_path()
-        return cls(load_student(path), torch_device, torch_dtype)
+        policy = cls(load_student(path), torch_device, torch_dtype)
+        policy.student.set_execution(execution)
+        policy.student.executor.check_device(torch_device)
+        return policy
 
     @property
     def image_size(self) -> tuple[int, int]:
