@@ -83,6 +83,9 @@ def build(shape: str, device: torch.device, dtype: torch.dtype, batch: int):
     with torch.device(device):
         teacher = TinyVLA(cfg).to(dtype).eval()
         student = RoutedStudent(teacher, RouterConfig(init_bias=10.0)).to(dtype).eval()
+        # equal gates for every input: the cap picks the same layers for the whole batch (this
+        # measures what skipping saves; mixed routes in one batch are test_core_route_exec's concern)
+        student.router.gate_head.weight.data.zero_()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(batch, image, image, 3), dtype=np.uint8)
     inputs = {k: v.to(device) for k, v in teacher.prepare(images, ["pick up the green cube"] * batch).items()}
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = leave as is)")
+    parser.add_argument("--bandwidth-tbs", type=float, default=0.0,
+                        help="device memory bandwidth [TB/s] (H200: 4.8): also report the teacher against the time "
+                             "to read its weights once, the batch-1 limit of a memory-bound forward")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.threads:
@@ -148,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine(),
         "load_average": list(load) if load else None, "warm_up_and_compile_s": compile_s,
         "compiled_programs": student.executor.compiles, "rows": rows,
+        "weights_gb": sum(p.numel() * p.element_size() for p in teacher.parameters()) / 1e9,
     }
+    if args.bandwidth_tbs > 0:
+        result["bandwidth_limit_ms"] = result["weights_gb"] / (args.bandwidth_tbs * 1e3) * 1e3
+        result["teacher_vs_bandwidth_limit"] = rows[0]["teacher_ms"] / result["bandwidth_limit_ms"]
     print(f"{shape}: {num_layers} layers x {teacher.hidden_size}, {result['tokens']} tokens, batch {args.batch}, "
           f"{result['device']} {result['dtype']}, {result['torch_threads']} threads, execution {execution.value} "
           f"(warm-up incl. compile {compile_s:.1f} s); load average {result['load_average']}; medians "
@@ -161,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['student_ms']:.3f} ({m['student_ms']:.3f}) | {r['ideal_ms']:.3f} ({m['ideal_ms']:.3f}) | "
               f"{r['router_ms']:.3f} | {r['efficiency']:.3f} ({m['efficiency']:.3f}) | {r['speedup']:.2f}x | "
               f"{r['ideal_speedup']:.2f}x |")
+    if args.bandwidth_tbs > 0:
+        print(f"weights {result['weights_gb']:.2f} GB: read once at {args.bandwidth_tbs:g} TB/s in "
+              f"{result['bandwidth_limit_ms']:.2f} ms; teacher {result['teacher_vs_bandwidth_limit']:.2f}x that")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

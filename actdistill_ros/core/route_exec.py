@@ -2,10 +2,11 @@
 
 A route is the tuple of decoder layers a sample runs. Once the router has decided, the rest of
 the pass (those layers, the final norm, the action head) is a fixed program; running it layer by
-layer from Python pays dispatch and bookkeeping per layer that the teacher does not pay more of
-per skipped layer. Here every distinct route of a batch runs as one program on the samples that
-share it, and the only gather/scatter of a mixed batch is its input states and its action chunk,
-not every layer's states.
+layer from Python pays dispatch and bookkeeping per layer. A batch on one route (batch 1 always)
+runs as one program. A mixed batch runs eagerly layer by layer on the rows that keep each layer
+(each layer's weights read once for the batch: what a memory-bound GPU wants), or, compiled, one
+program per distinct route on the rows that share it (gather/scatter of the input states and the
+action chunk only, but a layer's weights read once per route that uses it).
 
 How a route program runs (:class:`Execution`, a documented, typed option):
 
@@ -188,6 +189,8 @@ class RouteExecutor:
         groups = group_routes(keep_host)
         if len(groups) == 1:  # the usual case (batch 1, or one shared route): no gather, no scatter
             return self._program(groups[0].route, batch.hidden, batch)(batch.hidden, batch)
+        if self.execution == Execution.EAGER:
+            return self._run_by_layer(batch, keep_host)
         actions = None
         for group in groups:
             rows = torch.tensor(group.rows, device=batch.hidden.device)
@@ -197,3 +200,21 @@ class RouteExecutor:
                 actions = out.new_empty((batch.hidden.shape[0], *out.shape[1:]))
             actions[rows] = out
         return actions
+
+    def _run_by_layer(self, batch: TokenBatch, keep_host: torch.Tensor) -> torch.Tensor:
+        """A mixed batch, eagerly: each layer once on the rows that keep it. Every layer's weights
+        are read once for the whole batch (route by route they would be read once per route that
+        uses the layer: what a memory-bound GPU pays for), at one gather/scatter per layer."""
+        hidden = batch.hidden
+        size = hidden.shape[0]
+        for index in range(keep_host.shape[1]):
+            rows = keep_host[:, index].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            if rows.numel() == size:
+                hidden = self.backbone.run_layer(index, hidden, batch)
+            else:
+                rows = rows.to(hidden.device)
+                hidden = hidden.clone()
+                hidden[rows] = self.backbone.run_layer(index, hidden[rows], batch.select(rows))
+        return self.backbone.head(hidden, batch)
