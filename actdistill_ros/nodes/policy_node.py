@@ -48,6 +48,13 @@ and applied by the worker between two forward passes, so setting it never waits 
 inference. One command per tick: the chunk executor's step in AUTONOMY (the blend during the
 ramp), the human command in TELEOP and SHADOW.
 
+Timing: ``command_timing: timer`` sends one command per control tick; ``prediction`` also sends one
+the moment a prediction is ready (a guard condition wakes the executor) and restarts the timer, so
+with the camera at the control rate commands are forward + transport old, not up to a period more.
+``latency_budget_ms`` (> 0): the worker lowers/raises the layer cap after each pass by the rule of
+:mod:`actdistill_ros.control.latency_budget` (below the operator's ``max_layers``); ``status``
+reports the cap, the misses and the p95.
+
 Safety (:mod:`actdistill_ros.control.safety`, :mod:`actdistill_ros.control.monitoring`): input
 ages come from header stamps (at least the time since reception; a stamp further in the future
 than ``stamp_skew_tolerance_s`` is not trusted); every command goes through the command filter
@@ -163,6 +170,7 @@ class PolicyNode(LifecycleNode):
         self._deadline: LatencyBudget | None = None  # latency_budget_ms > 0: the cap it keeps (worker only)
         self._deadline_report: tuple[int, int, float] = (0, 0, math.nan)  # (cap, misses, p95) for status
         self._ready_signal = None  # command_timing 'prediction': wakes the executor when a prediction is ready
+        self._last_prediction_tick_ns: int | None = None  # node clock of the last prediction-driven command
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._timer = None
@@ -342,7 +350,7 @@ class PolicyNode(LifecycleNode):
             self._stopping = False
         self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._worker.start()
-        self._timer = self.create_timer(cfg.period_s, self._on_tick)
+        self._timer = self.create_timer(cfg.period_s, self._on_timer)
         if cfg.command_timing == "prediction":
             self._ready_signal = self.create_guard_condition(self._on_prediction_ready)
         self.lifecycle_state = "inactive"
@@ -658,6 +666,17 @@ class PolicyNode(LifecycleNode):
         if self.lifecycle_state != "active" or self._timer is None:
             return
         self._timer.reset()
+        self._last_prediction_tick_ns = self.get_clock().now().nanoseconds
+        self._on_tick()
+
+    def _on_timer(self) -> None:
+        """The control timer. With command_timing 'prediction' it is the fallback for when no
+        prediction comes (camera slower or stopped): a tick within 1.5 periods of the last
+        prediction-driven command is skipped, else a camera at the control rate, arriving a
+        little late (jitter), would get a timer command just before each of its own."""
+        last = self._last_prediction_tick_ns
+        if last is not None and self.get_clock().now().nanoseconds - last < 1.5 * self.cfg.period_s * 1e9:
+            return
         self._on_tick()
 
     # == control loop =============================================================================
