@@ -18,7 +18,7 @@ PY=${PYTHON:-python3}
 if [ "$DEVICE" = cuda ]; then nvidia-smi -L; MODES="eager cuda_graphs"; else MODES="eager"; fi
 for mode in $MODES; do
   for batch in 1 8; do
-    timeout 240 "$PY" benchmarks/routing_overhead.py --device "$DEVICE" --shape "$SHAPE" --execution "$mode" \
+    timeout 240 $PY benchmarks/routing_overhead.py --device "$DEVICE" --shape "$SHAPE" --execution "$mode" \
       --batch "$batch" --keep 1.0 0.75 0.5 0.25 --warmup 5 --iters "$ITERS" --bandwidth-tbs 4.8 \
       --json "$OUT/routing_${SHAPE}_${mode}_b${batch}.json" 2>&1 | grep -v Warning | tail -n 9
     echo "$mode batch $batch: rc=${PIPESTATUS[0]}"
