@@ -665,19 +665,29 @@ class PolicyNode(LifecycleNode):
         and the control timer restarted so the next tick is one period later, not sooner."""
         if self.lifecycle_state != "active" or self._timer is None:
             return
-        self._timer.reset()
+        self._set_timer_period(self.cfg.period_s)
         self._last_prediction_tick_ns = self.get_clock().now().nanoseconds
         self._on_tick()
 
     def _on_timer(self) -> None:
         """The control timer. With command_timing 'prediction' it is the fallback for when no
-        prediction comes (camera slower or stopped): a tick within 1.5 periods of the last
-        prediction-driven command is skipped, else a camera at the control rate, arriving a
-        little late (jitter), would get a timer command just before each of its own."""
+        prediction comes: its tick one period after a prediction-driven command is postponed by
+        half a period (else a camera at the control rate, its frame a little late, would find a
+        timer command sent just before its own); without a prediction by then, it ticks and goes
+        back to the full period (a missed frame costs a 1.5-period gap, not two periods)."""
         last = self._last_prediction_tick_ns
-        if last is not None and self.get_clock().now().nanoseconds - last < 1.5 * self.cfg.period_s * 1e9:
+        period = self.cfg.period_s
+        if last is not None and self.get_clock().now().nanoseconds - last < 1.25 * period * 1e9:
+            self._set_timer_period(0.5 * period)
             return
+        if self._timer is not None and self._timer.timer_period_ns != round(period * 1e9):
+            self._set_timer_period(period)
         self._on_tick()
+
+    def _set_timer_period(self, period_s: float) -> None:
+        """The next tick one ``period_s`` from now, the ones after every ``period_s``."""
+        self._timer.timer_period_ns = round(period_s * 1e9)
+        self._timer.reset()
 
     # == control loop =============================================================================
     def _age(self, inp: _Input | None, now: float, clock_s: float) -> InputAge | None:
