@@ -24,13 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="medians, or each series' fastest pass (on a shared machine: the cost without the others)")
     args = parser.parse_args(argv)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     xs_all = []
     for path in args.runs:
         run = json.loads(path.read_text())
         rows = sorted(run["rows"], key=lambda r: r["layers_executed"])
-        x = [r["layers_executed"] / run["layers_total"] for r in rows]
+        rows = [r["min"] if args.stat == "min" else r for r in rows]
+        executed = sorted(r["layers_executed"] for r in run["rows"])
+        x = [e / run["layers_total"] for e in executed]
         xs_all += x
         label = f"{run['shape']} {run['layers_total']}x{run['hidden_size']}, {run['execution']}, {run['device']}"
         line = ax.plot(x, [r["speedup"] for r in rows], "o-", label=f"{label}: measured")[0]
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = sorted(set(xs_all))
     ax.plot(grid, [1 / g for g in grid], ":", color="grey", label="1 / fraction (no fixed cost)")
     ax.set_xlabel("fraction of decoder layers executed")
-    ax.set_ylabel("speed-up over the teacher (medians, same run)")
+    ax.set_ylabel(f"speed-up over the teacher ({'fastest passes' if args.stat == 'min' else 'medians'}, same run)")
     ax.set_title("Routed student: measured vs ideal speed-up")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
