@@ -51,6 +51,17 @@ def test_cap_drops_when_the_machine_slows_and_recovers_after():
     assert not math.isnan(budget.p95_ms)
 
 
+def test_a_cut_starts_from_the_layers_the_router_ran():
+    """A router running 3 of 8 layers: a cap of 8, 7 or 6 binds nothing; the first cut goes below 3."""
+    budget = LatencyBudget(budget_ms=10.0, layers_total=8)
+    for _ in range(10):
+        budget.update(3.0 * (1.0 + 3.0), layers_executed=3)  # 12 ms: a slow machine
+    assert budget.cap == 2  # floor(3 * 10 / 12), not floor(8 * 10 / 12) = 6
+    for _ in range(40):  # room again: up one layer per window, past what the router ran
+        budget.update(1.0 + min(budget.cap, 3), layers_executed=min(budget.cap, 3))
+    assert budget.cap > 3
+
+
 def test_layers_total_checked():
     with pytest.raises(ValueError):
         LatencyBudget(10.0, 0)

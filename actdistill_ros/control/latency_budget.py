@@ -53,26 +53,37 @@ class LatencyBudget:
     misses: int = 0  # passes that took longer than the budget
     passes: int = 0
     window: list[float] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)  # layers the passes of the window ran
 
     def __post_init__(self) -> None:
         if self.layers_total < 1:
             raise ValueError(f"layers_total must be >= 1, got {self.layers_total}")
         self.cap = self.cap or self.layers_total
 
-    def update(self, latency_ms: float) -> int | None:
-        """Record one forward pass; -> the new cap when it changes, else None."""
+    def update(self, latency_ms: float, layers_executed: int | None = None) -> int | None:
+        """Record one forward pass; -> the new cap when it changes, else None. With
+        ``layers_executed`` a cut starts from the layers the router actually ran (a cap above
+        them binds nothing: scaling it down would take several windows to bite)."""
         self.passes += 1
         if latency_ms > self.budget_ms:
             self.misses += 1
         self.window.append(float(latency_ms))
+        if layers_executed is not None:
+            self.layers.append(int(layers_executed))
         new = decide_cap(self.window, self.cap, self.layers_total, self.budget_ms, self.min_samples,
                          self.raise_below)
+        ran = min(self.cap, max(self.layers)) if self.layers else self.cap
+        if new < self.cap and ran < self.cap:
+            new = decide_cap(self.window, ran, self.layers_total, self.budget_ms, self.min_samples,
+                             self.raise_below)
         if new == self.cap:
             if len(self.window) >= 4 * self.min_samples:  # steady: a sliding window
                 del self.window[: len(self.window) - 2 * self.min_samples]
+                del self.layers[: max(0, len(self.layers) - 2 * self.min_samples)]
             return None
         self.cap = new
         self.window.clear()
+        self.layers.clear()
         return new
 
     @property

@@ -635,7 +635,7 @@ class PolicyNode(LifecycleNode):
             if self._ready_signal is not None:
                 self._ready_signal.trigger()  # the command goes out now, not at the next tick
             if self._deadline is not None:
-                self._keep_deadline(policy, out.latency_ms)
+                self._keep_deadline(policy, out.latency_ms, out.layers_executed)
 
     def _apply_budget(self, policy) -> None:
         """Worker thread: the operator's budget, capped further by the latency deadline."""
@@ -647,10 +647,10 @@ class PolicyNode(LifecycleNode):
         except ValueError as exc:  # checked before; a policy may still refuse
             self.get_logger().error(f"compute budget not applied: {exc}")
 
-    def _keep_deadline(self, policy, latency_ms: float) -> None:
+    def _keep_deadline(self, policy, latency_ms: float, layers_executed: int) -> None:
         """Worker thread: record a pass against latency_budget_ms; move the cap when the rule says so."""
         deadline = self._deadline
-        new_cap = deadline.update(latency_ms)
+        new_cap = deadline.update(latency_ms, layers_executed)
         if new_cap is not None:
             self._apply_budget(policy)
             self.get_logger().info(f"latency budget {deadline.budget_ms:g} ms: layer cap {new_cap}/"
