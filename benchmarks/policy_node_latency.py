@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/policy_node_latency.py [--checkpoint DIR | --random default] [--device cpu]
         [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224 | --width W --height H]
         [--camera-process] [--dds-profile large_images|FILE] [--set-max-layers-hz 10]
-        [--node-source DIR] [--json out.json]
+        [--command-timing timer|prediction] [--node-source DIR] [--json out.json]
 
 1. Bare forward: ``RoutedPolicy.load(...)`` in this process, ``act()`` on the same kind of
    images the node will get (timed with perf_counter around the call), once before and once
@@ -134,6 +134,8 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         "ramp_s": 0.0,
         "warmup_iterations": 5,
     }
+    if args.command_timing != "timer":  # (an older node, --node-source, does not know the parameter)
+        params["command_timing"] = args.command_timing
     if checkpoint == "":
         params.pop("checkpoint")
     node_env, node_cwd = dict(args.dds_env), REPO
@@ -304,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-timeout", type=float, default=1.0, help="node image_timeout_s [s]")
     parser.add_argument("--set-max-layers-hz", type=float, default=0.0,
                         help="set max_layers this often during the window (0 = never) [Hz]")
+    parser.add_argument("--command-timing", default="timer", choices=("timer", "prediction"),
+                        help="node command_timing: commands on the timer only, or also when a prediction is ready")
     parser.add_argument("--node-source", default="", help="run the node from this checkout's sources")
     parser.add_argument("--forward-iterations", type=int, default=100)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, both phases")
@@ -345,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                   "source": "camera process" if args.camera_process else "this process",
                   "dds_profile": args.dds_profile or "Fast DDS defaults"},
         "set_max_layers_hz": args.set_max_layers_hz,
+        "command_timing": args.command_timing,
+        "load_average": list(os.getloadavg()),
         "node_source": args.node_source or str(REPO),
         "forward": forward,
         "node": node,
@@ -381,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\npolicy node latency: {forward['info']['device']}, {args.width}x{args.height} rgb8 at "
         f"{args.image_rate:g} Hz ({result['image']['source']}, {result['image']['dds_profile']}), "
-        f"control {args.control_rate:g} Hz, {args.duration:g} s window"
+        f"control {args.control_rate:g} Hz ({args.command_timing}), {args.duration:g} s window; "
+        f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
         + (f", max_layers set at {args.set_max_layers_hz:g} Hz" if args.set_max_layers_hz else "")
     )
     print(f"{'':32s}{'median':>10s}{'p99':>10s}")

@@ -44,6 +44,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         "configure and activate at start-up (false: stay unconfigured until `ros2 lifecycle set`)",
     ),
     ParamSpec("control_rate_hz", 10.0, "control loop rate: one command per tick [Hz]", range=(0.0, 1000.0)),
+    ParamSpec("command_timing", "timer",
+              "when commands go out: timer (every control tick) or prediction (also the moment a prediction is "
+              "ready, the next tick then one period later: commands follow the camera)"),
+    ParamSpec("execution", "eager",
+              "how a decided route runs: eager, compile (torch.compile per route) or cuda_graphs (CUDA only)"),
+    ParamSpec("latency_budget_ms", 0.0,
+              "keep the p95 forward latency under this by lowering the layer cap online (0 = off) [ms]",
+              range=(0.0, 1e6)),
     ParamSpec("image_timeout_s", 0.5, "stop when the newest image is older than this [s]", range=(0.0, 60.0)),
     ParamSpec("instruction_timeout_s", 300.0, "stop when the instruction is older than this [s]",
               range=(0.0, 1e9)),
@@ -116,6 +124,9 @@ class NodeConfig:
     dtype: str
     autostart: bool
     control_rate_hz: float
+    command_timing: str
+    execution: str
+    latency_budget_ms: float
     image_timeout_s: float
     instruction_timeout_s: float
     teleop_timeout_s: float
@@ -184,7 +195,10 @@ FLOAT_PARAMS = tuple(s.name for s in PARAMS if isinstance(s.default, float))
 INT_PARAMS = tuple(s.name for s in PARAMS if isinstance(s.default, int) and not isinstance(s.default, bool))
 POSITIVE = ("control_rate_hz", "image_timeout_s", "instruction_timeout_s", "teleop_timeout_s", "servo_scale",
             "workspace.pose_timeout_s")
-NON_NEGATIVE = ("limits.max_linear_step", "limits.max_angular_step", "limits.gripper_min", "limits.gripper_max",
+COMMAND_TIMINGS = ("timer", "prediction")
+EXECUTIONS = ("eager", "compile", "cuda_graphs")
+NON_NEGATIVE = ("latency_budget_ms", "limits.max_linear_step", "limits.max_angular_step", "limits.gripper_min",
+                "limits.gripper_max",
                 "limits.max_linear_change", "limits.max_angular_change", "deadband", "gripper_deadband", "ramp_s",
                 "threshold", "stamp_skew_tolerance_s", "diagnostics_rate_hz", "max_layers", "warmup_iterations")
 
@@ -217,6 +231,13 @@ def validate_config(values: dict[str, Any]) -> NodeConfig:
         errors.append(
             f"parameter 'dtype': unknown dtype {values['dtype']!r} (use auto, float32, float16 or bfloat16)"
         )
+    timing = str(values["command_timing"]).strip().lower()
+    if timing not in COMMAND_TIMINGS:
+        errors.append(f"parameter 'command_timing': {values['command_timing']!r} is not one of "
+                      + ", ".join(COMMAND_TIMINGS))
+    execution = str(values["execution"]).strip().lower()
+    if execution not in EXECUTIONS:
+        errors.append(f"parameter 'execution': {values['execution']!r} is not one of " + ", ".join(EXECUTIONS))
     try:
         mode = Mode.parse(values["initial_mode"])
     except ValueError as exc:
@@ -249,6 +270,9 @@ def validate_config(values: dict[str, Any]) -> NodeConfig:
         dtype=dtype,
         autostart=bool(values["autostart"]),
         control_rate_hz=f["control_rate_hz"],
+        command_timing=timing,
+        execution=execution,
+        latency_budget_ms=f["latency_budget_ms"],
         image_timeout_s=f["image_timeout_s"],
         instruction_timeout_s=f["instruction_timeout_s"],
         teleop_timeout_s=f["teleop_timeout_s"],

@@ -76,12 +76,13 @@ class TeacherPolicy:
 
 
 def load_policy(checkpoint_dir: str | Path | None = None, device: str = "auto",
-                dtype: str = "auto") -> RoutedPolicy | TeacherPolicy:
-    """A student or teacher checkpoint (told apart by its config.json); None = the shipped student."""
+                dtype: str = "auto", execution: str = "eager") -> RoutedPolicy | TeacherPolicy:
+    """A student or teacher checkpoint (told apart by its config.json); None = the shipped student.
+    ``execution`` applies to a student (a teacher runs its plain forward)."""
     path = Path(checkpoint_dir) if checkpoint_dir else default_student_path()
     fmt = read_checkpoint_info(path).get("format")
     if fmt == TEACHER_FORMAT:
         return TeacherPolicy.load(path, device=device, dtype=dtype)
     if fmt == STUDENT_FORMAT:
-        return RoutedPolicy.load(path, device=device, dtype=dtype)
+        return RoutedPolicy.load(path, device=device, dtype=dtype, execution=execution)
     raise CheckpointError(f"{path}: format {fmt!r} is neither {STUDENT_FORMAT!r} nor {TEACHER_FORMAT!r}")

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -33,16 +34,23 @@ class RoutedPolicy:
         self.student = student.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, dtype
         self._flops: dict | None = None
+        self._text: tuple[str, torch.Tensor] | None = None  # the last instruction, tokenized
+        self._pixels: tuple[np.ndarray, torch.Tensor, torch.Tensor] | None = None  # host array, its tensor, device copy
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path | None = None, device: str = "auto", dtype: str = "auto") -> RoutedPolicy:
+    def load(cls, checkpoint_dir: str | Path | None = None, device: str = "auto", dtype: str = "auto",
+             execution: str = "eager") -> RoutedPolicy:
         """Load an exported student; ``None``/'' means the shipped default checkpoint.
+        ``execution``: how routes run (``route_exec.Execution``: eager, compile, cuda_graphs).
 
-        Raises CheckpointError (missing/corrupt checkpoint) or ValueError (device/dtype)."""
+        Raises CheckpointError (missing/corrupt checkpoint) or ValueError (device/dtype/execution)."""
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         path = Path(checkpoint_dir) if checkpoint_dir else default_student_path()
-        return cls(load_student(path), torch_device, torch_dtype)
+        policy = cls(load_student(path), torch_device, torch_dtype)
+        policy.student.set_execution(execution)
+        policy.student.executor.check_device(torch_device)
+        return policy
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -64,7 +72,34 @@ class RoutedPolicy:
         image = np.asarray(image_rgb)
         if image.ndim != 3:
             raise ValueError(f"image must be [H,W,3] uint8 RGB, got shape {list(image.shape)}")
-        return self.student.backbone.prepare(image, [instruction])
+        backbone = self.student.backbone
+        if not hasattr(backbone, "tokenizer") or image.shape[-1] != 3 or image.dtype != np.uint8:
+            return backbone.prepare(image, [instruction])  # (which also reports what is wrong)
+        return {"pixels": self._pixel_tensor(image), "input_ids": self._token_ids(instruction)}
+
+    def _token_ids(self, instruction: str) -> torch.Tensor:
+        """The instruction changes rarely, the image every frame: tokenize once per instruction."""
+        if self._text is None or self._text[0] != instruction:
+            ids = self.student.backbone.tokenizer.batch([instruction])[0].to(self.device)
+            self._text = (instruction, ids)
+        return self._text[1]
+
+    def _pixel_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """The frame resized straight into one preallocated (on CUDA: pinned) buffer, then one
+        transfer to a preallocated device tensor: no per-frame allocation or extra copy."""
+        h, w = self.image_size
+        if self._pixels is None:
+            host = torch.empty((1, h, w, 3), dtype=torch.uint8, pin_memory=self.device.type == "cuda")
+            device = host if self.device.type == "cpu" else torch.empty_like(host, device=self.device)
+            self._pixels = (host.numpy(), host, device)
+        array, host, device = self._pixels
+        if image.shape[:2] == (h, w):
+            np.copyto(array[0], image)
+        else:
+            cv2.resize(image, (w, h), dst=array[0], interpolation=cv2.INTER_AREA)
+        if device is not host:
+            device.copy_(host, non_blocking=True)
+        return device
 
     @torch.inference_mode()
     def act(self, image_rgb: np.ndarray, instruction: str) -> PolicyOutput:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .config import RouterConfig
+from .route_exec import Execution, RouteExecutor
 from .router import Router, budget_offset, build_router, hard_decisions, straight_through_gates
 from .teacher import TokenBatch, VLATeacher
 
@@ -51,6 +52,8 @@ class RoutedStudent(nn.Module):
         self.threshold = router_cfg.threshold
         self.min_layers = router_cfg.min_layers
         self.max_layers: int | None = None
+        self.executor = RouteExecutor(backbone)  # how a decided route runs (eager by default)
+        self._router_program = None  # the compiled router (execution 'compile')
 
     @classmethod
     def from_teacher(cls, teacher: VLATeacher, router_cfg: RouterConfig) -> RoutedStudent:
@@ -71,18 +74,32 @@ class RoutedStudent(nn.Module):
         if threshold is not None:
             self.threshold = float(threshold)
 
+    def set_execution(self, execution: Execution | str = Execution.EAGER, cache_size: int = 8,
+                      compile_backend: str = "inductor") -> None:
+        """How routes run at inference: ``eager``, ``compile`` or ``cuda_graphs`` (``route_exec``).
+        ``compile`` compiles the router too: once the layers are compiled, its two dozen small
+        eager ops are most of what routing still costs on a CPU."""
+        self.executor = RouteExecutor(self.backbone, execution, cache_size, compile_backend)
+        self._router_program = None
+        if self.executor.execution == Execution.COMPILE:
+            self._router_program = torch.compile(self._unchecked_probs, backend=compile_backend, dynamic=None)
+
+    def _unchecked_probs(self, batch: TokenBatch) -> torch.Tensor:
+        return self._gates(batch, check=False)[0]
+
     def gate_probs(self, batch: TokenBatch) -> torch.Tensor:
         return self._gates(batch)[0]
 
-    def _gates(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (gate probabilities [B, L], raw scores of a learned router or None)."""
+    def _gates(self, batch: TokenBatch, check: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (gate probabilities [B, L], raw scores of a learned router or None). ``check=False``
+        leaves the finiteness check (a host sync on a GPU) to the caller."""
         if isinstance(self.router, Router):
             logits = self.router.logits(batch.hidden, batch.vision_mask, batch.text_mask)
             probs = torch.sigmoid(logits - self.router.logit_offset)
         else:
             logits, probs = None, self.router(batch.hidden, batch.vision_mask, batch.text_mask)
-        if not torch.isfinite(probs).all():
-            raise FloatingPointError("router produced non-finite gates (non-finite inputs or weights)")
+        if check and not torch.isfinite(probs).all():
+            raise FloatingPointError(_NON_FINITE)
         return probs, logits
 
     def forward_train(self, inputs: dict[str, torch.Tensor], decode_actions: bool = True,
@@ -115,22 +132,21 @@ class RoutedStudent(nn.Module):
 
     @torch.no_grad()
     def forward_routed(self, inputs: dict[str, torch.Tensor]) -> StudentRoutedOutput:
-        """Inference: per sample, layers whose gate fails are not executed at all."""
+        """Inference: per sample, layers whose gate fails are not executed at all. The decisions
+        and a finiteness flag reach the host in one transfer (the only sync before the layers:
+        it picks the program); each distinct route then runs as one program (``self.executor``)."""
         batch = self.backbone.embed(inputs)
-        probs = self.gate_probs(batch)
+        probs = (self._router_program or self._unchecked_probs)(batch)
         keep = hard_decisions(probs, self.threshold, self.max_layers, self.min_layers)
-        keep_cpu = keep.cpu()  # one device sync, not one per layer
-        hidden = batch.hidden
-        size = hidden.shape[0]
-        for index in range(self.num_layers):
-            rows = keep_cpu[:, index].nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            if rows.numel() == size:
-                hidden = self.backbone.run_layer(index, hidden, batch)
-            else:
-                rows_dev = rows.to(hidden.device)
-                hidden = hidden.clone()
-                hidden[rows_dev] = self.backbone.run_layer(index, hidden[rows_dev], batch.select(rows_dev))
-        actions = self.backbone.head(hidden, batch)
+        if keep.device.type == "cpu":
+            keep_host, finite = keep, bool(torch.isfinite(probs).all())
+        else:
+            flags = torch.cat([keep, torch.isfinite(probs).all(1, keepdim=True)], 1).cpu()
+            keep_host, finite = flags[:, :-1], bool(flags[:, -1].all())
+        if not finite:
+            raise FloatingPointError(_NON_FINITE)
+        actions = self.executor.run(batch, keep_host)
         return StudentRoutedOutput(actions, keep, probs)
+
+
+_NON_FINITE = "router produced non-finite gates (non-finite inputs or weights)"

@@ -48,6 +48,13 @@ and applied by the worker between two forward passes, so setting it never waits 
 inference. One command per tick: the chunk executor's step in AUTONOMY (the blend during the
 ramp), the human command in TELEOP and SHADOW.
 
+Timing: ``command_timing: timer`` sends one command per control tick; ``prediction`` also sends one
+the moment a prediction is ready (a guard condition wakes the executor) and restarts the timer, so
+with the camera at the control rate commands are forward + transport old, not up to a period more.
+``latency_budget_ms`` (> 0): the worker lowers/raises the layer cap after each pass by the rule of
+:mod:`actdistill_ros.control.latency_budget` (below the operator's ``max_layers``); ``status``
+reports the cap, the misses and the p95.
+
 Safety (:mod:`actdistill_ros.control.safety`, :mod:`actdistill_ros.control.monitoring`): input
 ages come from header stamps (at least the time since reception; a stamp further in the future
 than ``stamp_skew_tolerance_s`` is not trusted); every command goes through the command filter
@@ -93,6 +100,7 @@ from std_msgs.msg import Float64, String
 from actdistill_ros.control.chunking import ChunkExecutor
 from actdistill_ros.control.handoff import HandoffConfig, HandoffController, Mode, Source
 from actdistill_ros.control.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
+from actdistill_ros.control.latency_budget import LatencyBudget
 from actdistill_ros.control.monitoring import (
     StopReporter,
     diagnostic_report,
@@ -158,6 +166,11 @@ class PolicyNode(LifecycleNode):
         self.policy = None
         self._policy_info: tuple[int, float | None, bool] | None = None  # layers, default threshold, routed
         self._pending_budget: tuple[int | None, float | None] | None = None  # for the worker to apply
+        self._budget: tuple[int | None, float | None] = (None, None)  # the operator's (max_layers, threshold)
+        self._deadline: LatencyBudget | None = None  # latency_budget_ms > 0: the cap it keeps (worker only)
+        self._deadline_report: tuple[int, int, float] = (0, 0, math.nan)  # (cap, misses, p95) for status
+        self._ready_signal = None  # command_timing 'prediction': wakes the executor when a prediction is ready
+        self._last_prediction_tick_ns: int | None = None  # node clock of the last prediction-driven command
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._timer = None
@@ -319,6 +332,14 @@ class PolicyNode(LifecycleNode):
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.policy.set_budget(max_layers=budget[0], threshold=budget[1])
+        self._budget = budget
+        self._deadline = None
+        if cfg.latency_budget_ms > 0:
+            if student is None:
+                raise ConfigError("parameter 'latency_budget_ms': a teacher checkpoint has no layers to skip "
+                                  "(use 0 with a teacher)")
+            self._deadline = LatencyBudget(cfg.latency_budget_ms, int(self.policy.layers_total))
+        self._deadline_report = (0, 0, math.nan)
         if cfg.warmup_iterations > 0:
             t0 = time.perf_counter()
             self.policy.warmup(cfg.warmup_iterations)
@@ -329,7 +350,9 @@ class PolicyNode(LifecycleNode):
             self._stopping = False
         self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._worker.start()
-        self._timer = self.create_timer(cfg.period_s, self._on_tick)
+        self._timer = self.create_timer(cfg.period_s, self._on_timer)
+        if cfg.command_timing == "prediction":
+            self._ready_signal = self.create_guard_condition(self._on_prediction_ready)
         self.lifecycle_state = "inactive"
         p = self.policy
         self.get_logger().info(
@@ -344,7 +367,8 @@ class PolicyNode(LifecycleNode):
 
         where = self.cfg.checkpoint or "<shipped default student>"
         try:
-            return load_policy(self.cfg.checkpoint or None, device=self.cfg.device, dtype=self.cfg.dtype)
+            return load_policy(self.cfg.checkpoint or None, device=self.cfg.device, dtype=self.cfg.dtype,
+                               execution=self.cfg.execution)
         except CheckpointError as exc:
             raise ConfigError(f"parameter 'checkpoint': cannot load {where}: {exc}") from exc
         except (ValueError, RuntimeError) as exc:
@@ -398,6 +422,9 @@ class PolicyNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
+        if self._ready_signal is not None:
+            self.destroy_guard_condition(self._ready_signal)
+            self._ready_signal = None
         device = getattr(self.policy, "device", None)
         self.policy = None
         self._policy_info = None
@@ -579,10 +606,8 @@ class PolicyNode(LifecycleNode):
                 budget, self._pending_budget = self._pending_budget, None
                 frame, self._frame = self._frame, None
             if budget is not None:  # between two forward passes: nothing else touches the model
-                try:
-                    policy.set_budget(max_layers=budget[0], threshold=budget[1])
-                except ValueError as exc:  # checked before; a policy may still refuse
-                    self.get_logger().error(f"compute budget not applied: {exc}")
+                self._budget = budget
+                self._apply_budget(policy)
             if frame is None:
                 continue
             image = self._decode(frame)
@@ -607,6 +632,62 @@ class PolicyNode(LifecycleNode):
                 self._last_prediction_stamps = (stamp, ready)
                 self._prediction_ready = time.monotonic()
                 self._chunk_pending = (out.actions, stamp)
+            if self._ready_signal is not None:
+                self._ready_signal.trigger()  # the command goes out now, not at the next tick
+            if self._deadline is not None:
+                self._keep_deadline(policy, out.latency_ms, out.layers_executed)
+
+    def _apply_budget(self, policy) -> None:
+        """Worker thread: the operator's budget, capped further by the latency deadline."""
+        max_layers, threshold = self._budget
+        if self._deadline is not None and self._deadline.cap < policy.layers_total:
+            max_layers = min(max_layers or policy.layers_total, self._deadline.cap)
+        try:
+            policy.set_budget(max_layers=max_layers, threshold=threshold)
+        except ValueError as exc:  # checked before; a policy may still refuse
+            self.get_logger().error(f"compute budget not applied: {exc}")
+
+    def _keep_deadline(self, policy, latency_ms: float, layers_executed: int) -> None:
+        """Worker thread: record a pass against latency_budget_ms; move the cap when the rule says so."""
+        deadline = self._deadline
+        new_cap = deadline.update(latency_ms, layers_executed)
+        if new_cap is not None:
+            self._apply_budget(policy)
+            self.get_logger().info(f"latency budget {deadline.budget_ms:g} ms: layer cap {new_cap}/"
+                                   f"{policy.layers_total}", throttle_duration_sec=1.0)
+        operator_cap = self._budget[0] or policy.layers_total
+        cap = min(operator_cap, deadline.cap)
+        with self._lock:
+            self._deadline_report = (0 if cap >= policy.layers_total else cap, deadline.misses, deadline.p95_ms)
+
+    def _on_prediction_ready(self) -> None:
+        """Executor thread (command_timing 'prediction'): a command from the fresh prediction now,
+        and the control timer restarted so the next tick is one period later, not sooner."""
+        if self.lifecycle_state != "active" or self._timer is None:
+            return
+        self._set_timer_period(self.cfg.period_s)
+        self._last_prediction_tick_ns = self.get_clock().now().nanoseconds
+        self._on_tick()
+
+    def _on_timer(self) -> None:
+        """The control timer. With command_timing 'prediction' it is the fallback for when no
+        prediction comes: its tick one period after a prediction-driven command is postponed by
+        half a period (else a camera at the control rate, its frame a little late, would find a
+        timer command sent just before its own); without a prediction by then, it ticks and goes
+        back to the full period (a missed frame costs a 1.5-period gap, not two periods)."""
+        last = self._last_prediction_tick_ns
+        period = self.cfg.period_s
+        if last is not None and self.get_clock().now().nanoseconds - last < 1.25 * period * 1e9:
+            self._set_timer_period(0.5 * period)
+            return
+        if self._timer is not None and self._timer.timer_period_ns != round(period * 1e9):
+            self._set_timer_period(period)
+        self._on_tick()
+
+    def _set_timer_period(self, period_s: float) -> None:
+        """The next tick one ``period_s`` from now, the ones after every ``period_s``."""
+        self._timer.timer_period_ns = round(period_s * 1e9)
+        self._timer.reset()
 
     # == control loop =============================================================================
     def _age(self, inp: _Input | None, now: float, clock_s: float) -> InputAge | None:
@@ -764,6 +845,12 @@ class PolicyNode(LifecycleNode):
             status.prediction_image_stamp, status.prediction_ready_stamp = prediction_stamps
         elif self._policy_info is not None:
             status.layers_total = int(self._policy_info[0])
+        status.latency_budget_ms = float(cfg.latency_budget_ms)
+        with self._lock:
+            cap, misses, p95 = self._deadline_report
+        if self._deadline is None:
+            cap = self._budget[0] or 0
+        status.layer_cap, status.latency_budget_misses, status.latency_p95_ms = int(cap), int(misses), float(p95)
         status.image_age_s, status.instruction_age_s, status.teleop_age_s, status.ee_pose_age_s = (
             float(a) for a in ages)
         status.control_rate_hz = float(rate)
@@ -851,6 +938,10 @@ def autostart(node: PolicyNode) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
+    # The executor thread runs Python (its wait-set bookkeeping, callbacks) while the inference
+    # thread's forward pass needs the GIL between every torch op; at the default 5 ms switch
+    # interval one executor burst could hold a 1-2 ms forward pass for milliseconds.
+    sys.setswitchinterval(0.0005)
     return run_node(PolicyNode, NODE_NAME, (ConfigError,), PolicyNode.shutdown, args, start=autostart)
 
 
