@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -22,6 +21,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .action_heads import RegressionChunkHead, build_action_head
 from .config import TinyVLAConfig
+from .images import resize_rgb
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
 
 ChunkActionHead = RegressionChunkHead  # the original name of the regression head
@@ -86,7 +86,7 @@ TOKENIZERS = {cls.kind: cls for cls in (ByteTokenizer, HashWordTokenizer)}
 def images_to_uint8_batch(images, size: int) -> torch.Tensor:
     """uint8 RGB images (one [H,W,3] or a batch [B,H,W,3]) -> uint8 tensor [B, size, size, 3].
 
-    Other sizes are resized with INTER_AREA (the documented resize); wrong dtype,
+    Other sizes are resized by ``core.images.resize_rgb``, the resize of bag ingestion; wrong dtype,
     channel count or non-finite content are errors.
     """
     array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
@@ -97,7 +97,7 @@ def images_to_uint8_batch(images, size: int) -> torch.Tensor:
     if array.dtype != np.uint8:
         raise ValueError(f"images must be uint8 RGB, got dtype {array.dtype}")
     if array.shape[1:3] != (size, size):
-        array = np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in array])
+        array = np.stack([resize_rgb(img, (size, size)) for img in array])
     return torch.from_numpy(np.ascontiguousarray(array))
 
 

@@ -112,6 +112,7 @@ def write_demo_bag(
     omit_topics: tuple[str, ...] = (),
     topics: DemoTopics | None = None,
     jpeg_quality: int = 95,
+    texture: bool = False,
 ) -> DemoBag:
     """Write one demonstration bag and return what was written.
 
@@ -122,6 +123,8 @@ def write_demo_bag(
     ``gripper``: None, 'float64' (std_msgs/Float64) or 'joint_state' (sensor_msgs/JointState).
     ``gaps``: (start_s, duration_s) windows with no image and no action messages.
     ``swap_image_pairs``: image i is received after image i+1 (out-of-order header stamps).
+    ``texture``: add seeded per-pixel noise (+-3 grey levels, frame still readable by
+    ``frame_of``) so that resizing has something to get wrong.
     Header stamps are exact multiples of the periods; receive time = stamp + latency.
     """
     path = Path(path)
@@ -157,6 +160,9 @@ def write_demo_bag(
             continue
         stamp = start_ns + round(t * 1e9)
         rgb = scene_rgb(i, image_size)
+        if texture:
+            noise = np.random.default_rng(i).integers(-3, 4, rgb.shape)
+            rgb = np.clip(rgb.astype(np.int16) + noise, 0, 255).astype(np.uint8)
         if image_format in COMPRESSED_FORMATS:
             ext = ".png" if image_format == "png" else ".jpg"
             params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if image_format == "jpeg" else []

@@ -92,7 +92,6 @@ from std_msgs.msg import Float64, String
 
 from actdistill_ros.control.chunking import ChunkExecutor
 from actdistill_ros.control.handoff import HandoffConfig, HandoffController, Mode, Source
-from actdistill_ros.control.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.control.monitoring import (
     StopReporter,
     diagnostic_report,
@@ -109,6 +108,7 @@ from actdistill_ros.control.node_config import (
     validate_config,
 )
 from actdistill_ros.control.safety import CommandFilter, InputAge, input_age, make_safe
+from actdistill_ros.core.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
