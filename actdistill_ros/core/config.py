@@ -221,7 +221,7 @@ class TinyVLAConfig:
     num_layers: int = 8
     num_heads: int = 4
     intermediate_size: int = 512
-    max_text_tokens: int = 48  # tokens incl. BOS/EOS; longer instructions are an error
+    max_text_tokens: int = 48  # incl. BOS/EOS; at least 258 in effect, longer text truncated (one warning)
     # ``bytes``: one token per UTF-8 byte (the original); ``words``: one token per word, hashed
     # into 4096 ids (see tiny_vla.HashWordTokenizer; the same budget takes ~5x longer sentences)
     tokenizer: str = "bytes"

@@ -28,6 +28,15 @@ class PolicyOutput:
     latency_ms: float
 
 
+def check_instruction(model: object, instruction: str) -> None:
+    """Tokenize ``instruction`` as ``model`` would, without running it: the policy node checks an
+    instruction once on arrival instead of failing at every tick. ValueError says why."""
+    encode = getattr(model, "_encode", None)  # transformers teachers: the whole prompt
+    if encode is None:
+        encode = model.tokenizer.encode  # TinyVLA: bytes or words
+    encode(instruction)
+
+
 class RoutedPolicy:
     def __init__(self, student: RoutedStudent, device: torch.device, dtype: torch.dtype) -> None:
         self.student = student.to(device=device, dtype=dtype).eval()
@@ -59,6 +68,10 @@ class RoutedPolicy:
 
     def set_budget(self, max_layers: int | None = None, threshold: float | None = None) -> None:
         self.student.set_budget(max_layers=max_layers, threshold=threshold)
+
+    def check_instruction(self, instruction: str) -> None:
+        """Raise ValueError, naming the problem, when the model can not take this instruction."""
+        check_instruction(self.student.backbone, instruction)
 
     def _inputs(self, image_rgb: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:
         image = np.asarray(image_rgb)

@@ -11,6 +11,7 @@ regression (attention-pooled MLP, the default), discrete tokens or flow matching
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
 import numpy as np
@@ -27,8 +28,13 @@ from .teacher import ActionNormalizer, TokenBatch, VLATeacher
 ChunkActionHead = RegressionChunkHead  # the original name of the regression head
 
 
+MIN_TEXT_TOKENS = 258  # BOS + 256 bytes (or words) + EOS: the shortest limit any TinyVLA has
+log = logging.getLogger(__name__)
+
+
 class ByteTokenizer:
-    """UTF-8 bytes as tokens: needs no download and no vocabulary file."""
+    """UTF-8 bytes as tokens: needs no download and no vocabulary file. Reads at least 256 bytes
+    (``max_text_tokens`` raises that); longer text is truncated, with a warning once."""
 
     kind = "bytes"
     PAD, BOS, EOS = 0, 1, 2
@@ -37,7 +43,9 @@ class ByteTokenizer:
     unit = "bytes"
 
     def __init__(self, max_tokens: int) -> None:
-        self.max_tokens = max_tokens
+        # positions are rotary, so no weight limits the length: every model reads real sentences
+        self.max_tokens = max(max_tokens, MIN_TEXT_TOKENS)
+        self._warned_truncation = False
 
     def pieces(self, text: str) -> list[int]:
         return [b + self.OFFSET for b in text.encode("utf-8")]
@@ -45,13 +53,15 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("instruction is empty")
-        ids = [self.BOS, *self.pieces(text.strip()), self.EOS]
-        if len(ids) > self.max_tokens:
-            raise ValueError(
-                f"instruction is {len(ids) - 2} {self.unit} long; this model takes at most "
-                f"{self.max_tokens - 2} (max_text_tokens={self.max_tokens})"
-            )
-        return ids
+        pieces = self.pieces(text.strip())
+        limit = self.max_tokens - 2
+        if len(pieces) > limit:
+            if not self._warned_truncation:  # once per model: a long instruction is repeated every tick
+                self._warned_truncation = True
+                log.warning("instruction is %d %s long; this model reads the first %d (max_text_tokens=%d); "
+                            "this warning is shown once", len(pieces), self.unit, limit, self.max_tokens)
+            pieces = pieces[:limit]
+        return [self.BOS, *pieces, self.EOS]
 
     def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (ids [B, T] int64 padded with PAD to the longest text, mask [B, T] bool). Padding is
