@@ -60,6 +60,10 @@ def _cmd_distill(args) -> int:
 def _print_progress(event: dict) -> None:
     if event.get("state") in {"started", "done", "skipped", "failed"}:
         print(f"[{event.get('stage')}] {event.get('state')}", flush=True)
+    elif event.get("state") == "warning":
+        print(f"[{event.get('stage')}] warning: {event.get('message')}", flush=True)
+    for skipped in event.get("skipped") or ():  # on the console too, not only in report.json
+        print(f"  skipped: {skipped['reason']}", flush=True)
 
 
 def _cmd_bench(args) -> int:

@@ -85,7 +85,7 @@ class _Progress:
     """Builds the progress events (JSON-ready dicts) and serialises calls to the callback.
 
     Event keys: ``stage`` (ingest|teacher|probe|student|export|report|job), ``state``
-    (started|running|done|skipped|stopped|failed), ``stage_index``/``num_stages``, ``fraction`` of the
+    (started|running|done|skipped|stopped|failed|warning), ``stage_index``/``num_stages``, ``fraction`` of the
     stage (0..1), ``step``/``total`` when counted, ``message``, plus stage details (loss terms...).
     """
 
@@ -399,7 +399,10 @@ class _Job:
         _replace_dir(partial, dataset_dir)
         summary = result.summary
         self.emit("ingest", "done", episodes=summary["episodes"], steps=summary["steps"],
-                  skipped_bags=[s["bag"] for s in summary.get("skipped_bags", [])])
+                  skipped_bags=[s["bag"] for s in summary.get("skipped_bags", [])],
+                  skipped=summary.get("skipped_bags", []))
+        for warning in summary.get("warnings", []):  # a bag read short of its own index
+            self.emit("ingest", "warning", message=warning)
         self._timed("ingest", started)
         return dataset_dir, summary
 
@@ -595,7 +598,7 @@ class _Job:
         report, json_path, md_path = write_report(
             cfg, self.out, dataset_dir=dataset_dir, teacher_dir=teacher_dir, student_dir=distilled["student_dir"],
             distill_metrics=distilled["metrics"], dataset_summary=summary, seconds=self.seconds,
-            baselines=baselines, warnings=warnings)
+            baselines=baselines, warnings=list(summary.get("warnings", [])) + warnings)
         self._timed("report", started)
         report["seconds"] = dict(self.seconds)
         json_path.write_text(json.dumps(report, indent=2, default=str))
