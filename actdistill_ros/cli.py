@@ -58,7 +58,9 @@ def _cmd_distill(args) -> int:
 
 
 def _print_progress(event: dict) -> None:
-    if event.get("state") in {"started", "done", "skipped", "failed"}:
+    if event.get("state") == "skipped":  # resumed: the stage's earlier result is used
+        print(f"[{event.get('stage')}] skipped (done)", flush=True)
+    elif event.get("state") in {"started", "done", "failed"}:
         print(f"[{event.get('stage')}] {event.get('state')}", flush=True)
     elif event.get("state") == "warning":
         print(f"[{event.get('stage')}] warning: {event.get('message')}", flush=True)

@@ -286,6 +286,8 @@ def test_rerun_of_a_finished_job_redoes_nothing(reference):
     transitions = [(e["stage"], e["state"]) for e in events if e["state"] != "running"]
     assert ("ingest", "skipped") in transitions and ("probe", "skipped") in transitions
     assert ("student", "skipped") in transitions and ("job", "done") in transitions
+    skipped = {stage for stage, state in transitions if state == "skipped"}
+    assert not [t for t in transitions if t[1] == "done" and t[0] in skipped], transitions  # said once
     assert not [e for e in events if e["state"] == "running" and e["stage"] in ("probe", "student")]
     assert snapshot(runs) == before
     assert snapshot(Path(cfg.output_dir) / "dataset") == dataset_before

@@ -93,8 +93,13 @@ class _Progress:
         self.callback = callback
         self.stages = stages
         self.lock = threading.Lock()
+        self.skipped: set[str] = set()
 
     def __call__(self, stage: str, state: str, **info: Any) -> None:
+        if state == "skipped":
+            self.skipped.add(stage)
+        elif state == "done" and stage in self.skipped:  # a resumed stage is reported once: skipped
+            return
         event = {
             "stage": stage,
             "state": state,
