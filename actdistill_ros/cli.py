@@ -34,7 +34,7 @@ def _cmd_train_teacher(args) -> int:
     if args.device:
         base["device"] = args.device
     cfg = load_config(TeacherTrainConfig, args.config, args.overrides, base=base)
-    teacher_dir = run_teacher_training(args.dataset, args.out, cfg)
+    teacher_dir = run_teacher_training(args.dataset, args.out, cfg, restart=args.restart)
     print(f"teacher checkpoint: {teacher_dir}")
     print(json.dumps(json.loads((Path(args.out) / "runs" / "teacher_done.json").read_text()), indent=2))
     return 0
@@ -48,6 +48,8 @@ def _cmd_distill(args) -> int:
                        ("output_dir", args.out), ("device", args.device)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.restart:
+        overrides.append("restart=true")
     cfg = load_distill_job_config(args.config, overrides)
     result = run_distill_job(cfg, progress=_print_progress)
     print(f"student checkpoint: {result.student_dir}")
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory (teacher/ and runs/); resumable")
     p.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="default", help="model size preset")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--restart", action="store_true", help="start over in --out (a rerun with other settings is "
+                   "an error without it)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_train_teacher)
 
@@ -174,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher checkpoint directory (key: teacher)")
     p.add_argument("--out", help="output directory; rerun to resume (key: output_dir)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (key: device)")
+    p.add_argument("--restart", action="store_true", help="start over in --out (key: restart)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_distill)
 

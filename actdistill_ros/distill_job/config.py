@@ -73,6 +73,9 @@ FIELD_HELP: dict[str, str] = {
                  "count and stage-2 budget: the greedily chosen best fixed layers fine-tuned (`static`) and untuned "
                  "(`static_untuned`), and random layers per sample (`random`); checkpoints in "
                  "`output_dir/baselines/<name>/`, numbers in report.json `baselines`.",
+    "restart": "Start over in `output_dir`: its runs/, student/, baselines/, report and the teacher it trained or "
+               "prepared are removed first (the ingested dataset is reused while the bags and ingest settings are "
+               "unchanged). Without it a rerun resumes, and one with other settings is an error naming them.",
     "report_eval_samples": "Held-out samples for the report's action errors; 0 = all.",
     "report_latency_iters": "Timed batch-1 forward passes per model (and per layer cap) in the report.",
     "distill": "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
@@ -125,6 +128,7 @@ class DistillJobConfig:
     threads: int = 0
     output_dir: str = ""
     baselines: bool = False
+    restart: bool = False
     report_eval_samples: int = 200
     report_latency_iters: int = 20
     distill: dict[str, Any] = field(default_factory=dict)

@@ -13,8 +13,9 @@ Output directory layout::
 
 Resuming: a rerun with the same ``output_dir`` skips finished stages and continues an
 interrupted one from its last checkpoint (see ``core/loop.py``). ``runs/job.json`` records what
-the run was started with (dataset, teacher, training settings); a rerun with different ones is
-an error instead of silently mixing two runs. Nothing already computed is deleted on an error:
+the run was started with (dataset, teacher weights' sha256, training settings); a rerun with
+different ones is an error naming what changed instead of silently mixing two runs (``restart:
+true`` starts over). Nothing already computed is deleted on an error:
 a failed re-ingestion leaves the previous dataset, checkpoints are only ever replaced atomically.
 """
 
@@ -41,11 +42,13 @@ from ..core.checkpoint import (
     CheckpointError,
     default_teacher_path,
     load_teacher,
+    weights_sha256,
 )
 from ..core.config import ConfigError, to_dict
 from ..core.dataset import DatasetError, Episode, EpisodeDataset
 from ..core.loop import batches_per_epoch
 from ..core.pipeline import run_distillation, run_teacher_training
+from ..core.training import RESTART_HINT, write_json_atomic
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest
 from .config import DistillJobConfig
 
@@ -332,15 +335,24 @@ class _Job:
         if changed:
             details = "; ".join(_diff(k, recorded.get(k), identity.get(k)) for k in changed)
             raise DistillJobError(
-                f"output_dir {self.out} holds a run started with other settings ({details}). Resuming would mix "
-                f"two runs: use a new output_dir, or delete {self.runs} (and student/) to start over")
+                f"output_dir {self.out} holds a run started with other settings ({details}); {RESTART_HINT}")
 
     def _write_identity(self, identity: dict[str, Any]) -> None:
         self.runs.mkdir(parents=True, exist_ok=True)
         path = self.runs / JOB_FILE
         if not path.is_file():
-            path.write_text(json.dumps({"identity": identity, "config": self.cfg.to_dict(),
-                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+            write_json_atomic(path, {"identity": identity, "config": self.cfg.to_dict(),
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _restart(self) -> None:
+        """``restart: true``: everything but the ingested dataset (keyed by bags + ingest settings) goes."""
+        produced_teacher = self.cfg.train_teacher or self.hf_teacher
+        for name in ("runs", "student", "baselines", "plots", *(["teacher"] if produced_teacher else [])):
+            if (self.out / name).is_dir():
+                shutil.rmtree(self.out / name)
+        for name in ("report.json", "report.md", "distill_metrics.json"):
+            (self.out / name).unlink(missing_ok=True)
+        self.emit("job", "running", message=f"restart: previous run in {self.out} removed")
 
     # -- stages --------------------------------------------------------------------------
 
@@ -396,8 +408,8 @@ class _Job:
             recorded = self._recorded()
             if recorded is not None and recorded.get("dataset") != _sha(partial / "dataset.json"):
                 raise DistillJobError(
-                    f"output_dir {self.out} holds a run on another dataset (the bags or ingest settings changed). "
-                    f"Use a new output_dir, or delete {self.runs} (and student/) to start over")
+                    f"output_dir {self.out} holds a run on another dataset (the bags or ingest settings changed); "
+                    f"{RESTART_HINT}")
         except DistillJobError:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -546,14 +558,18 @@ class _Job:
 
     def run(self) -> JobResult:
         cfg = self.cfg
+        if cfg.restart:
+            self._restart()
         if cfg.train_teacher:
             assert self.teacher_cfg is not None
             teacher_dir, image_size = self.out / "teacher", self.teacher_cfg.model.image_size
             teacher_identity: dict[str, Any] = {"trained": True}
         else:
             teacher_dir, image_size = check_teacher(cfg)
-            where = "built-in" if not cfg.teacher.strip() else str(teacher_dir.resolve())
-            teacher_identity = {"path": where, "config": _sha(teacher_dir / "config.json")}
+            try:  # the weights, not where they are: a moved teacher resumes, a retrained one does not
+                teacher_identity = {"weights_sha256": weights_sha256(teacher_dir)}
+            except (CheckpointError, OSError) as exc:
+                raise DistillJobError(f"teacher: {exc}") from exc
             if self.hf_teacher:
                 teacher_identity["hf_teacher"] = to_dict(cfg.hf_teacher_options())
         self._check_identity(self._identity(None, teacher_identity))  # before any data work
