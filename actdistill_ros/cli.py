@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ConfigError, CheckpointError, DatasetError, ValueError, OSError, RuntimeError) as exc:
         print(f"actdistill {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -169,3 +169,24 @@ def test_an_empty_result_shows_each_streams_time_range_and_clock(tmp_path):
     text = str(err.value)
     assert "no episode of >= " in text and "/camera/image_raw: 1700000000.000..1700000001.900 s" in text, text
     assert "/instruction: 1700000050.000" in text, text
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_topic_of_an_unparseable_type_does_not_stop_the_wanted_ones(tmp_path, storage):
+    """rosbag2 stores service events with the raw .srv text as their definition, which rosbags
+    cannot parse: the bag is still read, with the same result as without those events."""
+    from actdistill_ros.ingest.synthetic import SERVICE_EVENT_TOPIC
+
+    write_demo_bag(tmp_path / "with_events", storage, num_frames=20, service_events=3)
+    write_demo_bag(tmp_path / "plain", storage, num_frames=20)
+    got = ingest(make_config(tmp_path / "with_events"), tmp_path / "out_events")
+    want = ingest(make_config(tmp_path / "plain"), tmp_path / "out_plain")
+    assert got.summary["skipped_bags"] == [] and got.summary["steps"] == want.summary["steps"] == 20
+    a, b = EpisodeDataset.load(got.dataset_dir), EpisodeDataset.load(want.dataset_dir)
+    assert np.array_equal(a.episodes[0].images, b.episodes[0].images)
+    assert np.array_equal(a.episodes[0].actions, b.episodes[0].actions)
+    # asked for as a wanted topic, the unreadable type is one line naming bag, topic and type
+    with pytest.raises(IngestError, match=r"with_events, topic /add_two_ints/_service_event: the bag's definition "
+                                          r"of example_interfaces/srv/AddTwoInts_Event cannot be read") as err:
+        ingest(make_config(tmp_path / "with_events", action_topic=SERVICE_EVENT_TOPIC), tmp_path / "out_bad")
+    assert "\n" not in str(err.value).split("\n", 1)[1].strip()

@@ -31,8 +31,8 @@ from .baselines import (
     subset,
 )
 from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
-from .config import DistillConfig, TeacherTrainConfig, to_dict
-from .dataset import EpisodeDataset
+from .config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
+from .dataset import DatasetError, EpisodeDataset
 from .device import resolve_device
 from .distributed import World, device_for, init_world
 from .graph import LayerProbes
@@ -82,6 +82,14 @@ def _dataset_provenance(dataset_dir: str | Path) -> dict:
             "source": meta.get("source", "")}
 
 
+def _check_paths(dataset_dir: str | Path, out_dir: str | Path) -> None:
+    """Bad paths are one-line errors before anything is created (no empty output directory)."""
+    if not (Path(dataset_dir) / "dataset.json").is_file():
+        raise DatasetError(f"dataset {dataset_dir}: no dataset.json (not an episode dataset directory)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"output directory {out_dir} exists and is not a directory")
+
+
 def dataset_sha256(dataset_dir: str | Path) -> str:
     """Hash of the dataset index (episode files, lengths, instructions): cheap, and it changes
     whenever ingestion produced other episodes."""
@@ -92,6 +100,7 @@ def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: Teac
                          stop_after: int | None = None, world: World | None = None, restart: bool = False) -> Path:
     """-> the teacher checkpoint directory ``out_dir/teacher``. Several processes: started by
     torchrun with ``cfg.distributed.strategy`` ddp/fsdp (or an initialised ``world``)."""
+    _check_paths(dataset_dir, out_dir)
     out_dir = Path(out_dir)
     run_dir = out_dir / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +151,7 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     Several processes (torchrun, ``distributed.strategy``): every stage is data-parallel; only
     rank 0 evaluates and exports (other ranks return metrics ``{"rank": r}``). ``restart``: stages 1
     and 2 start over (their files in ``runs/`` are removed first)."""
+    _check_paths(dataset_dir, out_dir)
     stop_after = stop_after or {}
     notify = progress or (lambda stage, info: None)
     out_dir = Path(out_dir)

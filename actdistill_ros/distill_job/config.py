@@ -141,6 +141,9 @@ class DistillJobConfig:
             raise ConfigError("set exactly one of `bags` (rosbags to ingest) and `dataset` (an ingested dataset)")
         if not self.output_dir.strip():
             raise ConfigError("output_dir: required (where the dataset, checkpoints and report go)")
+        out = Path(self.output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output_dir: {out} exists and is not a directory")
         if bags:
             if bool(self.instruction_topic.strip()) == bool(self.instruction.strip()):
                 raise ConfigError("set exactly one of `instruction_topic` and `instruction`")

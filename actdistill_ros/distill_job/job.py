@@ -651,6 +651,7 @@ def run_distill_job(cfg: DistillJobConfig, progress: ProgressCallback | None = N
     """
     cfg.validate()
     job = _Job(cfg, progress, stop_after)
+    fresh = not job.out.exists()
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -658,6 +659,18 @@ def run_distill_job(cfg: DistillJobConfig, progress: ProgressCallback | None = N
         return job.run()
     except Exception as exc:
         job.emit("job", "failed", message=f"{type(exc).__name__}: {exc}")
+        if fresh:
+            _remove_if_empty(job.out)
         raise
     finally:
         torch.set_num_threads(threads)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """A run that failed before producing anything leaves no output directory behind (only
+    empty folders are removed, deepest first; any file keeps its folders)."""
+    for path in sorted((p for p in directory.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(path.iterdir()):
+            path.rmdir()
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
