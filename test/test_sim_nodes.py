@@ -4,6 +4,7 @@ node driving the sim (closed loop) and the teleop/autonomy handoff. Every node i
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp
         assert (step[moving[0]: moving[0] + 5] > 0.003).mean() >= 0.8, step[:10]
 
 
-def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path):
+def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path, capsys):
     from actdistill_ros.core.checkpoint import default_student_path
     from actdistill_ros.sim_ros.closed_loop import EvalConfig, evaluate_checkpoint
 
@@ -155,6 +156,8 @@ def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path):
     assert result["latency_ms"] > 0 and 0 < result["executed_layer_fraction"] < 1
     assert result["control_hz"] == pytest.approx(10.0, rel=0.25), "10 Hz in simulated time"
     assert result["rejected_commands"] == 0, "the policy node's safety limits keep commands in range"
+    bars = [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval policy:")]
+    assert bars and re.search(r"\| 2/2 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?s?/?episode", bars[-1]), bars
 
 
 def test_handoff_teleop_autonomy_override(tmp_path):

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .config import OptimConfig
 from .distributed import SINGLE, World
 from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
+from .progress import progress_bar
 
 
 @dataclass
@@ -115,7 +115,7 @@ def run_loop(
     base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     for module in modules.values():
         module.train()
-    bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, disable=None if world.is_main else True)
+    bar = progress_bar(total, name, unit="step", initial=start, enabled=world.is_main)
     step = start
     device = params[0].device if params else torch.device("cpu")
     with (metrics_path.open("a") if world.is_main else open(os.devnull, "w")) as metrics:
