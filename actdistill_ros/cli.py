@@ -43,14 +43,13 @@ def _cmd_train_teacher(args) -> int:
 def _cmd_distill(args) -> int:
     from .distill_job import load_distill_job_config, run_distill_job
 
-    overrides = list(args.overrides)
-    for key, value in (("dataset", args.dataset), ("bags", args.bags), ("teacher", args.teacher),
-                       ("output_dir", args.out), ("device", args.device)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    flags = {key: value for key, value in (("dataset", args.dataset), ("teacher", args.teacher),
+                                           ("output_dir", args.out), ("device", args.device)) if value is not None}
+    if args.bags:  # repeated --bags add up
+        flags["bags"] = args.bags[0] if len(args.bags) == 1 else list(args.bags)
     if args.restart:
-        overrides.append("restart=true")
-    cfg = load_distill_job_config(args.config, overrides)
+        flags["restart"] = True
+    cfg = load_distill_job_config(args.config, list(args.overrides), flags)
     result = run_distill_job(cfg, progress=_print_progress)
     print(f"student checkpoint: {result.student_dir}")
     print(f"report: {result.report_md}")
@@ -174,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Keys and defaults: config/distill.yaml and the README table. Flags below are "
                                    "shorthands for the keys of the same meaning.")
     p.add_argument("--dataset", help="episode dataset directory (key: dataset)")
-    p.add_argument("--bags", help="rosbag2 directory/file or a directory of bags (key: bags)")
+    p.add_argument("--bags", action="append", help="rosbag2 directory/file or a directory of bags; repeat for "
+                   "several (key: bags)")
     p.add_argument("--teacher", help="teacher checkpoint directory (key: teacher)")
     p.add_argument("--out", help="output directory; rerun to resume (key: output_dir)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (key: device)")

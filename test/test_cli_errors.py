@@ -69,3 +69,11 @@ def test_a_failed_start_leaves_no_output_directory(tmp_path, capsys, case):
     else:
         _fails(capsys, ["train-teacher", "--dataset", str(tmp_path / "nope"), "--out", str(out)], "no dataset.json")
     assert not out.exists()
+
+
+def test_repeated_bags_add_up(tmp_path, capsys):
+    """The first of two --bags is used too (it used to be replaced by the second): a missing one is named."""
+    write_demo_bag(tmp_path / "good", "mcap", num_frames=10)
+    _fails(capsys, _distill(tmp_path, "--bags", str(tmp_path / "nope"), "--bags", str(tmp_path / "good"),
+                            "--out", str(tmp_path / "out")), "nope: does not exist")
+    assert not (tmp_path / "out").exists()

@@ -304,9 +304,11 @@ def config_from_mapping(data: dict[str, Any]) -> DistillJobConfig:
     return from_dict(DistillJobConfig, unflatten(ros_parameters(data)))
 
 
-def load_distill_job_config(path: str | Path | None, overrides: list[str] | None = None) -> DistillJobConfig:
+def load_distill_job_config(path: str | Path | None, overrides: list[str] | None = None,
+                            values: dict[str, Any] | None = None) -> DistillJobConfig:
     """Config from a YAML file (plain or ROS params format; None = defaults only) plus ``key=value``
-    overrides (``--set``). Raises ConfigError naming the key on any problem."""
+    overrides (``--set``), then ``values`` taken as they are (command-line flags: a path is never
+    parsed). Raises ConfigError naming the key on any problem."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -321,6 +323,8 @@ def load_distill_job_config(path: str | Path | None, overrides: list[str] | None
         data = unflatten(ros_parameters(loaded))
     if overrides:
         data = deep_merge(data, unflatten(parse_overrides(overrides)))
+    if values:
+        data = deep_merge(data, unflatten(values))
     return config_from_mapping(data)
 
 
