@@ -35,6 +35,7 @@ def test_training_loop_draws_a_bar_with_rate_and_eta(tmp_path, capsys):
     run_loop("stage", tmp_path, {"m": model}, optimizer, OptimConfig(epochs=3, batch_size=8), 40, step)
     lines = _bar_lines(capsys.readouterr().err, "stage")
     assert lines and re.search(BAR.format(name="stage", done=15, total=15, unit="step"), lines[-1]), lines
+    assert len(lines) <= 3, "a log gets the start, the end and a line per 30 s, not one per step"
 
 
 def test_benchmark_draws_a_bar(tmp_path, capsys):
@@ -44,3 +45,15 @@ def test_benchmark_draws_a_bar(tmp_path, capsys):
     rounds = 1 + 3 + len(result["layer_frequency"]) * (2 + 1)
     lines = _bar_lines(capsys.readouterr().err, "benchmark")
     assert lines and re.search(BAR.format(name="benchmark", done=rounds, total=rounds, unit="round"), lines[-1]), lines
+
+
+def test_a_redraw_of_the_same_state_is_not_logged_twice():
+    import io
+
+    from actdistill_ros.core.progress import _Lines
+
+    log = io.StringIO()
+    lines = _Lines(log)
+    for text in ("\rstage:  50%| 1/2", "\rstage: 100%| 2/2", "\rstage: 100%| 2/2", "\n"):
+        lines.write(text)
+    assert log.getvalue() == "stage:  50%| 1/2\nstage: 100%| 2/2\n"

@@ -154,7 +154,7 @@ def run_loop(
             history.append(record)
             metrics.write(json.dumps(record) + "\n")
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(terms.items())[:4]})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(terms.items())[:4]}, refresh=False)  # redraws: mininterval
             if step % cfg.checkpoint_every == 0 or step == total:
                 metrics.flush()
                 _save_state(state_path, modules, optimizer, step, world, owner)

@@ -19,11 +19,13 @@ class _Lines:
 
     def __init__(self, stream) -> None:
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip("\n")
-        if line.strip():
+        if line.strip() and line != self.last:  # closing redraws the final state once more
             self.stream.write(line + "\n")
+            self.last = line
 
     def flush(self) -> None:
         self.stream.flush()
