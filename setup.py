@@ -30,7 +30,6 @@ setup(
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "rosbags>=0.10",
-        "rosbags-image>=0.9",
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",

@@ -34,7 +34,7 @@ def _cmd_train_teacher(args) -> int:
     if args.device:
         base["device"] = args.device
     cfg = load_config(TeacherTrainConfig, args.config, args.overrides, base=base)
-    teacher_dir = run_teacher_training(args.dataset, args.out, cfg)
+    teacher_dir = run_teacher_training(args.dataset, args.out, cfg, restart=args.restart)
     print(f"teacher checkpoint: {teacher_dir}")
     print(json.dumps(json.loads((Path(args.out) / "runs" / "teacher_done.json").read_text()), indent=2))
     return 0
@@ -43,12 +43,13 @@ def _cmd_train_teacher(args) -> int:
 def _cmd_distill(args) -> int:
     from .distill_job import load_distill_job_config, run_distill_job
 
-    overrides = list(args.overrides)
-    for key, value in (("dataset", args.dataset), ("bags", args.bags), ("teacher", args.teacher),
-                       ("output_dir", args.out), ("device", args.device)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_distill_job_config(args.config, overrides)
+    flags = {key: value for key, value in (("dataset", args.dataset), ("teacher", args.teacher),
+                                           ("output_dir", args.out), ("device", args.device)) if value is not None}
+    if args.bags:  # repeated --bags add up
+        flags["bags"] = args.bags[0] if len(args.bags) == 1 else list(args.bags)
+    if args.restart:
+        flags["restart"] = True
+    cfg = load_distill_job_config(args.config, list(args.overrides), flags)
     result = run_distill_job(cfg, progress=_print_progress)
     print(f"student checkpoint: {result.student_dir}")
     print(f"report: {result.report_md}")
@@ -58,8 +59,14 @@ def _cmd_distill(args) -> int:
 
 
 def _print_progress(event: dict) -> None:
-    if event.get("state") in {"started", "done", "skipped", "failed"}:
+    if event.get("state") == "skipped":  # resumed: the stage's earlier result is used
+        print(f"[{event.get('stage')}] skipped (done)", flush=True)
+    elif event.get("state") in {"started", "done", "failed"}:
         print(f"[{event.get('stage')}] {event.get('state')}", flush=True)
+    elif event.get("state") == "warning":
+        print(f"[{event.get('stage')}] warning: {event.get('message')}", flush=True)
+    for skipped in event.get("skipped") or ():  # on the console too, not only in report.json
+        print(f"  skipped: {skipped['reason']}", flush=True)
 
 
 def _cmd_bench(args) -> int:
@@ -157,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory (teacher/ and runs/); resumable")
     p.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="default", help="model size preset")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--restart", action="store_true", help="start over in --out (a rerun with other settings is "
+                   "an error without it)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_train_teacher)
 
@@ -164,10 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Keys and defaults: config/distill.yaml and the README table. Flags below are "
                                    "shorthands for the keys of the same meaning.")
     p.add_argument("--dataset", help="episode dataset directory (key: dataset)")
-    p.add_argument("--bags", help="rosbag2 directory/file or a directory of bags (key: bags)")
+    p.add_argument("--bags", action="append", help="rosbag2 directory/file or a directory of bags; repeat for "
+                   "several (key: bags)")
     p.add_argument("--teacher", help="teacher checkpoint directory (key: teacher)")
     p.add_argument("--out", help="output directory; rerun to resume (key: output_dir)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (key: device)")
+    p.add_argument("--restart", action="store_true", help="start over in --out (key: restart)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_distill)
 
@@ -239,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ConfigError, CheckpointError, DatasetError, ValueError, OSError, RuntimeError) as exc:
         print(f"actdistill {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

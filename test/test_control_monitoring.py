@@ -8,6 +8,7 @@ from actdistill_ros.control.monitoring import (
     WARN,
     StopReporter,
     diagnostic_report,
+    instruction_problem,
     policy_stop_reason,
     pose_stop_reason,
     reason_kind,
@@ -25,6 +26,17 @@ def reason(**overrides):
     return policy_stop_reason(**kwargs)
 
 
+def test_instructions_people_write_pass_and_absurd_ones_are_named():
+    for text in ("go to the blue block, please \N{ROBOT FACE}", "reach the red cube.\nThen stop.\tThanks",
+                 "x" * 4096, "\u00e9" * 2048):
+        assert instruction_problem(text) is None, text
+    assert instruction_problem("x" * 4097) == "4097 bytes > 4096"
+    assert instruction_problem("\u00e9" * 2049) == "4098 bytes > 4096"
+    assert instruction_problem("x" * 1_000_000) == "1000000 bytes > 4096"  # short: never the text itself
+    assert instruction_problem("reach\x1b[31m red") == "control character U+001B at position 5"
+    assert instruction_problem("pick\x00 the cube") == "control character U+0000 at position 4"
+
+
 def test_policy_can_drive():
     assert reason() == ""
 
@@ -33,6 +45,8 @@ def test_policy_can_drive():
     ("overrides", "expected"),
     [
         ({"instruction_age": None}, "no instruction"),
+        ({"instruction_age": None, "instruction_error": "instruction refused: 5000 bytes > 4096"},
+         "instruction refused: 5000 bytes > 4096"),
         ({"instruction_age": InputAge(301.0)}, "instruction stale (301.00 s > 300.00 s)"),
         ({"image_age": None}, "no image received"),
         ({"image_age": InputAge(0.7)}, "image stale (0.70 s > 0.50 s)"),

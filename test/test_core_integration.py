@@ -11,8 +11,16 @@ from actdistill_ros.core.config import DistillConfig, GraphConfig, LossConfig, O
 from actdistill_ros.core.pipeline import run_distillation, run_teacher_training
 from actdistill_ros.core.policy import RoutedPolicy
 from actdistill_ros.core.synthetic import make_dataset
+from actdistill_ros.core.training import StaleRunError
 
 from core_helpers import TINY
+
+
+def _distill_config(device: str = "cpu") -> DistillConfig:
+    return DistillConfig(graph=GraphConfig(graph_dim=32, semantic_dim=32, top_k=8),
+                         loss=LossConfig(keep_ratio=0.45),
+                         probe=OptimConfig(epochs=2, batch_size=32, lr=2e-3),
+                         student=OptimConfig(epochs=6, batch_size=32, lr=5e-4), device=device)
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +30,7 @@ def distilled(tmp_path_factory):
     make_dataset(160, steps=6, image_size=TINY.image_size, seed=0).save(out / "data")
     teacher_dir = run_teacher_training(out / "data", out, TeacherTrainConfig(
         model=TINY, optim=OptimConfig(epochs=10, batch_size=32, lr=2e-3), device="cpu"))
-    cfg = DistillConfig(graph=GraphConfig(graph_dim=32, semantic_dim=32, top_k=8),
-                        loss=LossConfig(keep_ratio=0.45),
-                        probe=OptimConfig(epochs=2, batch_size=32, lr=2e-3),
-                        student=OptimConfig(epochs=6, batch_size=32, lr=5e-4), device="cpu")
-    result = run_distillation(out / "data", teacher_dir, out, cfg)
+    result = run_distillation(out / "data", teacher_dir, out, _distill_config())
     return out, teacher_dir, result
 
 
@@ -52,11 +56,15 @@ def test_exported_student_runs_through_the_policy_api(distilled):
     assert out.flops_ratio < 1.0
 
 
-def test_rerun_skips_finished_stages(distilled):
+def test_rerun_reuses_finished_stages_only_with_the_same_settings(distilled):
     out, teacher_dir, result = distilled
     before = (out / "runs" / "student_metrics.jsonl").read_text()
-    again = run_distillation(out / "data", teacher_dir, out, DistillConfig(
-        graph=GraphConfig(graph_dim=32, semantic_dim=32), probe=OptimConfig(epochs=2), student=OptimConfig(epochs=6),
-        device="cpu"))
+    same = run_distillation(out / "data", teacher_dir, out, _distill_config())
     assert (out / "runs" / "student_metrics.jsonl").read_text() == before
-    assert again.metrics["executed_layer_fraction"] == pytest.approx(result.metrics["executed_layer_fraction"])
+    assert same.metrics["executed_layer_fraction"] == pytest.approx(result.metrics["executed_layer_fraction"])
+    # what this test used to accept (other settings, finished stages silently reused) is now refused
+    with pytest.raises(StaleRunError, match=r"config\.graph\.top_k 8 -> 4.*--restart"):
+        run_distillation(out / "data", teacher_dir, out, DistillConfig(
+            graph=GraphConfig(graph_dim=32, semantic_dim=32, top_k=4), probe=OptimConfig(epochs=2),
+            student=OptimConfig(epochs=6), device="cpu"))
+    assert (out / "runs" / "student_metrics.jsonl").read_text() == before, "nothing was touched"

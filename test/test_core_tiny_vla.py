@@ -9,7 +9,7 @@ import torch
 
 from actdistill_ros.core.checkpoint import load_teacher, save_teacher
 from actdistill_ros.core.config import ConfigError, TinyVLAConfig, from_dict
-from actdistill_ros.core.tiny_vla import ByteTokenizer, HashWordTokenizer, TinyVLA
+from actdistill_ros.core.tiny_vla import MIN_TEXT_TOKENS, ByteTokenizer, HashWordTokenizer, TinyVLA
 
 from core_helpers import TINY
 
@@ -48,10 +48,21 @@ def test_word_tokenizer_one_token_per_word_case_insensitive():
     assert a == b and len(a) == 2 + 5  # BOS, 4 words and "!", EOS
     assert len({*tokenizer.encode("red green blue")[1:-1]}) == 3
     assert all(ByteTokenizer.OFFSET <= t < tokenizer.vocab_size for t in a[1:-1])
-    with pytest.raises(ValueError, match="11 words long; this model takes at most 10"):
-        tokenizer.encode(" ".join(["word"] * 11))
+    assert len(tokenizer.encode(" ".join(["word"] * 256))) == 258  # at least 256 words, whatever max_tokens
     long_sentence = "please move the gripper slowly over to the small red cube on the left side of the table"
     assert len(long_sentence.encode()) > 80 and len(HashWordTokenizer(24).encode(long_sentence)) == 2 + 18
+
+
+def test_text_beyond_the_limit_is_truncated_with_one_warning(caplog):
+    tokenizer = ByteTokenizer(32)
+    assert tokenizer.max_tokens == MIN_TEXT_TOKENS == 258  # a short config still reads 256 bytes
+    text = "go to the blue block, please \N{ROBOT FACE} " * 12  # 400 bytes, with emojis
+    with caplog.at_level("WARNING"):
+        ids = tokenizer.encode(text)
+        assert tokenizer.encode(text) == ids  # the same truncation, no second warning
+    assert len(ids) == 258 and ids[1:-1] == tokenizer.pieces(text.strip())[:256]
+    warnings = [r.getMessage() for r in caplog.records if "this model reads the first 256" in r.getMessage()]
+    assert len(warnings) == 1 and f"{len(text.strip().encode())} bytes long" in warnings[0], warnings
 
 
 def test_padding_width_changes_no_output():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from safetensors.torch import load_file, save_file
 
 from actdistill_ros.core.checkpoint import save_student
 from actdistill_ros.core.config import ConfigError, OptimConfig, TeacherTrainConfig, to_dict
@@ -286,6 +288,8 @@ def test_rerun_of_a_finished_job_redoes_nothing(reference):
     transitions = [(e["stage"], e["state"]) for e in events if e["state"] != "running"]
     assert ("ingest", "skipped") in transitions and ("probe", "skipped") in transitions
     assert ("student", "skipped") in transitions and ("job", "done") in transitions
+    skipped = {stage for stage, state in transitions if state == "skipped"}
+    assert not [t for t in transitions if t[1] == "done" and t[0] in skipped], transitions  # said once
     assert not [e for e in events if e["state"] == "running" and e["stage"] in ("probe", "student")]
     assert snapshot(runs) == before
     assert snapshot(Path(cfg.output_dir) / "dataset") == dataset_before
@@ -483,3 +487,30 @@ def test_errors_on_a_finished_run_lose_nothing(reference, demo, tmp_path):
             run_distill_job(config_from_mapping({**base, **overrides}))
         assert snapshot(out) == before, overrides
     assert run_distill_job(cfg).finished  # the original settings still resume (nothing to do)
+
+
+def test_other_teacher_weights_are_refused_and_restart_starts_over(reference, demo, tmp_path):
+    cfg, _, _, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(cfg.output_dir, out)
+    # the same teacher config.json, other weights: the run identity is the weights' sha256
+    teacher = tmp_path / "teacher"
+    shutil.copytree(demo.teacher, teacher)
+    tensors = load_file(str(teacher / "model.safetensors"))
+    first = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[first] = tensors[first] + 1e-3
+    save_file(tensors, str(teacher / "model.safetensors"), metadata={"format": "actdistill-teacher"})
+    before = snapshot(out)
+    changed = r"\(teacher: weights_sha256 '[0-9a-f]{64}' -> '[0-9a-f]{64}'\); rerun with --restart"
+    with pytest.raises(DistillJobError, match=changed):
+        run_distill_job(config_from_mapping(job_mapping(demo, out, teacher=str(teacher))))
+    assert snapshot(out) == before
+    result = run_distill_job(config_from_mapping(job_mapping(demo, out, teacher=str(teacher), epochs=3,
+                                                             restart=True)))
+    assert result.finished
+    job = json.loads((out / "runs" / "job.json").read_text())["identity"]
+    assert job["distill"]["student"]["epochs"] == 3
+    done = json.loads((out / "runs" / "student_done.json").read_text())
+    assert done["steps"] == stage2_total(config_from_mapping(job_mapping(demo, out, epochs=3)))
+    assert metric_steps(out / "runs" / "student_metrics.jsonl") == list(range(1, done["steps"] + 1)), \
+        "restart: the old run's metrics are gone, not continued"

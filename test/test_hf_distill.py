@@ -17,6 +17,7 @@ from actdistill_ros.core.flops import count_flops
 from actdistill_ros.core.pipeline import run_distillation
 from actdistill_ros.core.policy import RoutedPolicy
 from actdistill_ros.core.synthetic import make_dataset
+from actdistill_ros.core.training import StaleRunError
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.teachers import HFTeacherOptions
 from actdistill_ros.teachers.pipeline import prepare_hf_teacher
@@ -60,7 +61,10 @@ def test_probe_distill_export_load_routed_inference(family, dataset, tmp_path):
     )
     assert done and (tmp_path / "runs" / "teacher_done.json").is_file()
     stamp = (teacher_dir / "model.safetensors").stat().st_mtime_ns
-    assert prepare_hf_teacher(dataset, tiny_model_dir(family), tmp_path, options) == (teacher_dir, True)  # resumed
+    same = {"batch_size": 8, "held_out_fraction": 0.25, "device": "cpu"}
+    assert prepare_hf_teacher(dataset, tiny_model_dir(family), tmp_path, options, **same) == (teacher_dir, True)
+    with pytest.raises(StaleRunError, match=r"config\.batch_size 8 -> 32"):  # other settings: never reused
+        prepare_hf_teacher(dataset, tiny_model_dir(family), tmp_path, options, held_out_fraction=0.25)
     assert (teacher_dir / "model.safetensors").stat().st_mtime_ns == stamp
     # only the router learns, so a student with every gate open must be exactly the teacher
     result = run_distillation(dataset, teacher_dir, tmp_path, _distill_config(train_backbone=False))

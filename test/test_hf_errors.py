@@ -182,3 +182,31 @@ def test_out_of_memory_in_the_job_is_a_job_error_with_advice(tmp_path, monkeypat
     )
     with pytest.raises(DistillJobError, match="^teacher: out of memory .*LoRA.*smaller batch"):
         run_distill_job(cfg)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_model_file_is_one_checkpoint_error_naming_it(llava_copy):
+    _truncate(llava_copy / "model.safetensors")
+    with pytest.raises(HFTeacherError, match=r"^\S+/llava/model\.safetensors: unreadable safetensors file \(") as err:
+        load_hf_teacher(llava_copy)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("damaged", ["hf/model.safetensors", "model.safetensors"])
+def test_a_truncated_student_file_is_one_checkpoint_error_naming_it(llava_copy, tmp_path, damaged):
+    """An exported transformers student: its own weights and the VLM's in ``hf/``."""
+    from actdistill_ros.core.checkpoint import CheckpointError, load_student, save_student
+    from actdistill_ros.core.config import RouterConfig
+    from actdistill_ros.core.student import RoutedStudent
+
+    student = RoutedStudent.from_teacher(load_hf_teacher(llava_copy), RouterConfig(router_dim=8))
+    directory = save_student(student, tmp_path / "student")
+    assert load_student(directory) is not None  # intact, it loads
+    _truncate(directory / damaged)
+    with pytest.raises(CheckpointError, match=rf"student/{damaged}: unreadable safetensors file \(") as err:
+        load_student(directory)
+    assert "\n" not in str(err.value)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from actdistill_ros.core.dataset import EpisodeDataset
@@ -140,3 +143,50 @@ def test_loose_storage_file_without_metadata(tmp_path):
     (tmp_path / "bag" / "metadata.yaml").unlink()
     result = ingest(make_config(tmp_path / "bag"), tmp_path / "out")
     assert result.summary["steps"] == 10
+
+
+def test_garbage_inside_an_mcap_is_a_warning_with_the_counts(tmp_path):
+    write_demo_bag(tmp_path / "bag", "mcap", num_frames=45, image_size=(64, 64))
+    f = storage_file(tmp_path / "bag")
+    data = bytearray(f.read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + 65536] = np.random.default_rng(0).integers(0, 256, 65536, dtype=np.uint8).tobytes()
+    f.write_bytes(bytes(data))
+    result = ingest(make_config(tmp_path / "bag"), tmp_path / "out")
+    warnings = result.summary["warnings"]
+    assert len(warnings) == 2, warnings
+    read = int(re.search(r"read (\d+) of the 45 messages its index lists on /camera/image_raw", warnings[0])[1])
+    assert 0 < read < 45 and "damaged or truncated" in warnings[0]
+    assert "/teleop/action" in warnings[1]
+    assert result.summary["per_bag"][str(tmp_path / "bag")]["warnings"] == warnings
+
+
+def test_an_empty_result_shows_each_streams_time_range_and_clock(tmp_path):
+    # images stamped by the camera in 2023, the instruction stamped on receipt 50 s later
+    write_demo_bag(tmp_path / "bag", "mcap", num_frames=20, instructions=[(50.0, "pick up the red block")])
+    with pytest.raises(IngestError) as err:
+        ingest(make_config(tmp_path / "bag"), tmp_path / "out")
+    text = str(err.value)
+    assert "no episode of >= " in text and "/camera/image_raw: 1700000000.000..1700000001.900 s" in text, text
+    assert "/instruction: 1700000050.000" in text, text
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_topic_of_an_unparseable_type_does_not_stop_the_wanted_ones(tmp_path, storage):
+    """rosbag2 stores service events with the raw .srv text as their definition, which rosbags
+    cannot parse: the bag is still read, with the same result as without those events."""
+    from actdistill_ros.ingest.synthetic import SERVICE_EVENT_TOPIC
+
+    write_demo_bag(tmp_path / "with_events", storage, num_frames=20, service_events=3)
+    write_demo_bag(tmp_path / "plain", storage, num_frames=20)
+    got = ingest(make_config(tmp_path / "with_events"), tmp_path / "out_events")
+    want = ingest(make_config(tmp_path / "plain"), tmp_path / "out_plain")
+    assert got.summary["skipped_bags"] == [] and got.summary["steps"] == want.summary["steps"] == 20
+    a, b = EpisodeDataset.load(got.dataset_dir), EpisodeDataset.load(want.dataset_dir)
+    assert np.array_equal(a.episodes[0].images, b.episodes[0].images)
+    assert np.array_equal(a.episodes[0].actions, b.episodes[0].actions)
+    # asked for as a wanted topic, the unreadable type is one line naming bag, topic and type
+    with pytest.raises(IngestError, match=r"with_events, topic /add_two_ints/_service_event: the bag's definition "
+                                          r"of example_interfaces/srv/AddTwoInts_Event cannot be read") as err:
+        ingest(make_config(tmp_path / "with_events", action_topic=SERVICE_EVENT_TOPIC), tmp_path / "out_bad")
+    assert "\n" not in str(err.value).split("\n", 1)[1].strip()

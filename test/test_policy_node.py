@@ -378,25 +378,39 @@ def test_bad_images_dropped_node_keeps_running(running):
     assert c.latest_status().dropped_images == before + 4
 
 
-def test_inference_failure_stops_and_recovers(running):
+def test_instructions_are_checked_on_arrival_absurd_ones_refused(running):
     from std_msgs.msg import String
 
     c = running.client
     c.stream_images(running.image, RATE_HZ)
-    assert running.mode(Mode.AUTONOMY, "failure test").success
+    assert running.mode(Mode.AUTONOMY, "instruction test").success
     running.wait_status(lambda m: m.mode == Mode.AUTONOMY and not m.alarm, 10.0, "autonomy")
-    # the test student reads at most 32 byte tokens: a long instruction makes act() raise
-    running.instruction_pub.publish(String(data="x" * 200))
-    status = running.wait_status(
-        lambda m: m.alarm and m.alarm_reason.startswith("inference failed"), 5.0, "inference failure alarm"
-    )
+    # a real sentence with an emoji, far longer than the test student's max_text_tokens (32): it drives
+    sentence = ("go to the blue block, please \N{ROBOT FACE} and mind the red one beside it; " * 4)[:230].strip()
+    assert 200 < len(sentence.encode()) <= 256
+    running.instruction_pub.publish(String(data=sentence))
+    c.spin_for(0.5)
     t0 = time.monotonic()
-    c.spin_for(0.2)
+    running.wait_status(lambda m: not m.alarm, 3.0, "a long sentence accepted")
+    c.spin_for(0.3)
+    assert not any(m.alarm for m in c.statuses_since(t0))
+    assert any(a.source == Source.POLICY for a in c.actions_since(t0))
+    # a 1 MB paste: refused on arrival, the arm stops, one short log line
+    running.instruction_pub.publish(String(data="x" * 1_000_000))
+    refused = "instruction refused: 1000000 bytes > 4096"
+    running.wait_status(lambda m: m.alarm and m.alarm_reason == refused, 5.0, "refusal alarm")
+    t0 = time.monotonic()
+    c.spin_for(0.3)
     assert all(_is_stop(a) for a in c.actions_since(t0))
     assert running.node.alive()
+    running.instruction_pub.publish(String(data="reach\x1b[31m the red cube"))  # a terminal escape
+    running.wait_status(lambda m: m.alarm and "control character U+001B" in m.alarm_reason, 5.0, "refusal alarm")
     running.instruction_pub.publish(String(data=INSTRUCTION))
     status = running.wait_status(lambda m: not m.alarm, 5.0, "recovery")
     assert status.mode == Mode.AUTONOMY
+    log = running.node.output()
+    assert log.count(refused) == 2 and "x" * 50 not in log, log[-2000:]  # on arrival + the stop reporter
+    assert "inference failed" not in log and "this model reads the first" not in log
 
 
 def test_stale_image_gives_stop_and_alarm(running):

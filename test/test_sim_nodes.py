@@ -4,6 +4,7 @@ node driving the sim (closed loop) and the teleop/autonomy handoff. Every node i
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -114,7 +115,10 @@ def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp
     from actdistill_ros.sim_ros.main_job import PRESETS, distill_job_mapping
     from actdistill_ros.sim_ros.record import RecordConfig, record_demonstrations
 
-    summary = record_demonstrations(tmp_path / "demos", RecordConfig(episodes=3, storage=storage, image_size=32))
+    # real time: at the default 5x the expert must answer each step within 20 ms of wall time,
+    # which a loaded 2-core machine does not guarantee (a missed step is a step of "hold still")
+    cfg = RecordConfig(episodes=3, storage=storage, image_size=32, real_time_factor=1.0)
+    summary = record_demonstrations(tmp_path / "demos", cfg)
     assert summary["expert_success_rate"] == 1.0
     suffix = ".mcap" if storage == "mcap" else ".db3"
     bags = sorted((tmp_path / "demos" / "bags").iterdir())
@@ -132,10 +136,16 @@ def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp
         assert len(episode.actions) >= recorded["steps"] - 1
         # the expert moves toward the goal at <= 1.5 cm per step; twist * dt gives those deltas back
         step = np.linalg.norm(episode.actions[:, :3], axis=1)
-        assert step.max() <= 0.0151 + 1e-4 and step[0] > 0.003
+        assert step.max() <= 0.0151 + 1e-4
+        # the bag may open with the operator still idle (zero twists for the finished previous
+        # episode, or an image before the first command on a loaded machine): a few ticks, then
+        # it moves on nearly every tick until it reaches the cube
+        moving = np.flatnonzero(step > 0.003)
+        assert moving.size and moving[0] <= 3, step[:6]
+        assert (step[moving[0]: moving[0] + 5] > 0.003).mean() >= 0.8, step[:10]
 
 
-def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path):
+def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path, capsys):
     from actdistill_ros.core.checkpoint import default_student_path
     from actdistill_ros.sim_ros.closed_loop import EvalConfig, evaluate_checkpoint
 
@@ -146,6 +156,8 @@ def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path):
     assert result["latency_ms"] > 0 and 0 < result["executed_layer_fraction"] < 1
     assert result["control_hz"] == pytest.approx(10.0, rel=0.25), "10 Hz in simulated time"
     assert result["rejected_commands"] == 0, "the policy node's safety limits keep commands in range"
+    bars = [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval policy:")]
+    assert bars and re.search(r"\| 2/2 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?s?/?episode", bars[-1]), bars
 
 
 def test_handoff_teleop_autonomy_override(tmp_path):

@@ -7,6 +7,8 @@ ROS-free: the node feeds in ages and states and publishes what comes out.
   failed inference, then "no prediction yet" / "action chunk used up" -- the latter says *why*
   it ran out (no new image, or inference falling behind), so the first reason logged for a
   camera that stopped names the camera, not the chunk.
+* :func:`instruction_problem`: why an arriving instruction is refused (absurd size, control
+  characters); checked once on arrival, not at every tick.
 * :func:`pose_stop_reason`: with a workspace box, the arm stops without a fresh end-effector pose.
 * :class:`StopReporter`: which stop events to log: the start of a stop with its reason, a change
   of reason, a reminder while it lasts and its end; throttled, so a flapping input can not flood
@@ -18,12 +20,29 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from actdistill_ros.control.safety import InputAge, SafetyCounters
 
 # diagnostic_msgs/DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+MAX_INSTRUCTION_BYTES = 4096  # a person's instruction is a sentence or two; 4 KB is a paste gone wrong
+_ALLOWED_CONTROL = "\t\n\r"
+
+
+def instruction_problem(text: str) -> str | None:
+    """Why ``text`` is not an instruction a person wrote (None: it may be one). Short, and never
+    echoes the text whole (a megabyte paste must not reach the log)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_INSTRUCTION_BYTES:
+        return f"{size} bytes > {MAX_INSTRUCTION_BYTES}"
+    for i, ch in enumerate(text):
+        if ch not in _ALLOWED_CONTROL and unicodedata.category(ch) in ("Cc", "Cs"):
+            return f"control character U+{ord(ch):04X} at position {i}"
+    return None
 
 
 def _skew(what: str, age: InputAge, tolerance_s: float) -> str:
@@ -34,13 +53,17 @@ def _skew(what: str, age: InputAge, tolerance_s: float) -> str:
 def policy_stop_reason(*, instruction_age: InputAge | None, instruction_timeout_s: float,
                        image_age: InputAge | None, image_timeout_s: float, skew_tolerance_s: float,
                        inference_error: str | None, has_prediction: bool, has_step: bool,
-                       period_s: float, prediction_age_s: float | None, image_error: str | None = None) -> str:
+                       period_s: float, prediction_age_s: float | None, image_error: str | None = None,
+                       instruction_error: str | None = None) -> str:
     """Why the policy can not drive this tick, root cause first; '' when it can.
 
     ``image_age``: of the newest image received. ``image_error``: why the newest image the model was
     given could not be decoded (None: it could). ``has_step``: the chunk executor has an action for
     this tick. ``prediction_age_s``: time since the newest prediction became ready (None: none yet).
+    ``instruction_error``: why the newest instruction was refused on arrival (the arm then stops).
     """
+    if instruction_error:
+        return instruction_error
     if instruction_age is None:
         return "no instruction"
     if instruction_age.age_s > instruction_timeout_s:

@@ -19,6 +19,7 @@ from .config import to_dict
 from .dataset import EpisodeDataset
 from .device import resolve_device, resolve_dtype
 from .flops import component_flops, count_flops
+from .progress import progress_bar
 from .training import TensorData, agreement, build_tensor_data, evaluate
 
 
@@ -57,8 +58,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _interleaved_latency(fns: dict[str, Callable[[dict], object]], samples: list[dict], warmup: int, iters: int,
-                         device: torch.device) -> dict[str, float]:
-    """Median ms per call; the models alternate so drift (thermal, other load) hits both."""
+                         device: torch.device, bar=None) -> dict[str, float]:
+    """Median ms per call; the models alternate so drift (thermal, other load) hits both.
+    ``bar`` advances once per round, outside the timed calls."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
         for i in range(warmup + iters):
@@ -70,6 +72,8 @@ def _interleaved_latency(fns: dict[str, Callable[[dict], object]], samples: list
                 _sync(device)
                 if i >= warmup:
                     times[name].append((time.perf_counter() - start) * 1e3)
+            if bar is not None:
+                bar.update(1)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -95,8 +99,10 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
                                             for s in singles[:n_flops])
     components = component_flops(teacher, singles[0], student)
 
+    rounds = cfg.warmup + cfg.latency_iters + (student.num_layers * (2 + cfg.curve_latency_iters) if cfg.curve else 0)
+    bar = progress_bar(rounds, "benchmark", unit="round")
     latency = _interleaved_latency({"teacher": teacher, "student": student.forward_routed}, singles,
-                                   cfg.warmup, cfg.latency_iters, device)
+                                   cfg.warmup, cfg.latency_iters, device, bar)
     teacher_eval = evaluate(teacher, data, routed=False)
     student_eval = evaluate(student, data, routed=True)
     student_flops = mean_routed_flops(components, student_eval["layer_frequency"])
@@ -120,7 +126,7 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
         "top_routes": student_eval["top_routes"],
         "router": student.router.kind,
         "curve": keep_ratio_curve(teacher, student, data, singles, cfg, device, teacher_eval["action_mse"],
-                                  components) if cfg.curve else [],
+                                  components, bar) if cfg.curve else [],
         "config": {
             **to_dict(cfg),
             "teacher_dir": str(teacher_dir),
@@ -139,6 +145,7 @@ def benchmark(teacher_dir: str | Path, student_dir: str | Path, dataset_dir: str
             "torch": torch.__version__,
         },
     }
+    bar.close()
     return result
 
 
@@ -149,7 +156,7 @@ def mean_routed_flops(components: dict, layer_frequency: list[float]) -> float:
 
 
 def keep_ratio_curve(teacher, student, data, singles, cfg: BenchConfig, device, teacher_mse: float,
-                     components: dict) -> list[dict]:
+                     components: dict, bar=None) -> list[dict]:
     """Paper Figure 3: accuracy vs compute when the run-time cap ``max_layers`` varies."""
     saved = (student.max_layers, student.threshold)
     curve = []
@@ -160,7 +167,7 @@ def keep_ratio_curve(teacher, student, data, singles, cfg: BenchConfig, device, 
             ratio = mean_routed_flops(components, ev["layer_frequency"]) / components["teacher_total"]
             # teacher timed again beside each cap: ratios from the same moments are robust to drift
             lat = _interleaved_latency({"teacher": teacher, "student": student.forward_routed}, singles, 2,
-                                       cfg.curve_latency_iters, device)
+                                       cfg.curve_latency_iters, device, bar)
             curve.append({"max_layers": cap, "executed_layer_fraction": ev["executed_layer_fraction"],
                           "flops_ratio": ratio, "speedup": lat["teacher"] / lat["student"],
                           "action_mse": ev["action_mse"],

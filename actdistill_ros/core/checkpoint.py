@@ -209,11 +209,24 @@ def load_student(directory: str | Path) -> RoutedStudent:
 
 
 def weights_sha256(directory: str | Path) -> str:
-    """Content hash of a checkpoint's weights: provenance that holds on any machine (unlike a path)."""
+    """Content hash of a checkpoint's weights: provenance that holds on any machine (unlike a path).
+    A transformers model directory without ``model.safetensors`` (sharded, or ``.bin``): the hash
+    of all its weight files in name order, names included."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_FILE).is_file():
+        files, named = [directory / WEIGHTS_FILE], False
+    else:
+        files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+        named = True
+        if not files:
+            raise CheckpointError(f"{directory}: no weight files (*.safetensors, *.bin)")
     digest = hashlib.sha256()
-    with (Path(directory) / WEIGHTS_FILE).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for path in files:
+        if named:
+            digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -100,14 +101,47 @@ def to_dict(obj: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
+def parse_value(raw: str, key: str) -> Any:
+    """A ``--set`` value: text unless it is clearly a number, bool, null or bracketed list/mapping,
+    so ``#`` and brackets inside text survive as typed ('pick the cube # red', '[red] cube').
+    Quotes force text ('"0.5"' -> '0.5'). A malformed list is a ConfigError naming the key."""
+    text = raw.strip()
+    if not text:
+        return ""
+    if (text[0], text[-1]) in (("[", "]"), ("{", "}")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"{key}: {text!r} is not a valid list/mapping ({problem})") from exc
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "~"):
+        return None
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
-    """Turn ``["a=1", "b.c=x"]`` into a nested dict; values parsed as YAML scalars."""
+    """Turn ``["a=1", "b.c=x"]`` into a nested dict (values: :func:`parse_value`)."""
     out: dict = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"override {pair!r} is not key=value")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        if not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"override {pair!r}: empty key")
+        value = parse_value(raw, key.strip())
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -131,7 +165,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = deep_merge(data, loaded)
@@ -221,7 +258,7 @@ class TinyVLAConfig:
     num_layers: int = 8
     num_heads: int = 4
     intermediate_size: int = 512
-    max_text_tokens: int = 48  # tokens incl. BOS/EOS; longer instructions are an error
+    max_text_tokens: int = 48  # incl. BOS/EOS; at least 258 in effect, longer text truncated (one warning)
     # ``bytes``: one token per UTF-8 byte (the original); ``words``: one token per word, hashed
     # into 4096 ids (see tiny_vla.HashWordTokenizer; the same budget takes ~5x longer sentences)
     tokenizer: str = "bytes"

@@ -4,7 +4,9 @@ Batch order is a pure function of (seed, epoch), so a run killed after checkpoin
 restarted replays exactly the batches it would have seen: it loses at most the steps
 since the last checkpoint, and finishes with the same total step count. Resume state is
 written with ``torch.save`` and read back with ``weights_only=True`` (no arbitrary
-unpickling), atomically (write then rename) so a kill mid-write leaves the old one.
+unpickling), atomically (write then rename) so a kill mid-write leaves the old one. It holds
+the CPU random state and, when training on CUDA, that device's too (dropout and noise drawn
+on the GPU continue as they would have).
 
 Several processes (``world``, see ``distributed.py``): every rank walks the same global
 batches and runs ``step_fn`` on its shard; the logged terms are means over ranks; only rank
@@ -22,11 +24,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .config import OptimConfig
 from .distributed import SINGLE, World
 from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
+from .progress import progress_bar
 
 
 @dataclass
@@ -105,13 +107,15 @@ def run_loop(
             world.load_module_state(module, state["modules"][key])
         world.load_optimizer_state(owner, optimizer, state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and _cuda_device(modules) is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], _cuda_device(modules))
         start = int(state["step"])
     history = _read_history(metrics_path, keep_until=start) if world.is_main else []
     params = [p for group in optimizer.param_groups for p in group["params"]]
     base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     for module in modules.values():
         module.train()
-    bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, disable=None if world.is_main else True)
+    bar = progress_bar(total, name, unit="step", initial=start, enabled=world.is_main)
     step = start
     device = params[0].device if params else torch.device("cpu")
     with (metrics_path.open("a") if world.is_main else open(os.devnull, "w")) as metrics:
@@ -150,7 +154,7 @@ def run_loop(
             history.append(record)
             metrics.write(json.dumps(record) + "\n")
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(terms.items())[:4]})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(terms.items())[:4]}, refresh=False)  # redraws: mininterval
             if step % cfg.checkpoint_every == 0 or step == total:
                 metrics.flush()
                 _save_state(state_path, modules, optimizer, step, world, owner)
@@ -168,11 +172,21 @@ def _save_state(path: Path, modules: dict[str, nn.Module], optimizer, step: int,
     # gathering is collective under FSDP: every rank takes part, rank 0 writes
     state = {"modules": {k: world.module_state(m) for k, m in modules.items()},
              "optimizer": world.optimizer_state(owner, optimizer), "rng": torch.get_rng_state(), "step": step}
+    if (cuda := _cuda_device(modules)) is not None:
+        state["cuda_rng"] = torch.cuda.get_rng_state(cuda)
     if not world.is_main:
         return
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _cuda_device(modules: dict[str, nn.Module]) -> torch.device | None:
+    """The CUDA device the modules train on (None on CPU): whose random state is saved."""
+    for module in modules.values():
+        for param in module.parameters():
+            return param.device if param.device.type == "cuda" else None
+    return None
 
 
 def _read_history(path: Path, keep_until: int) -> list[dict]:

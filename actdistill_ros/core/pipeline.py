@@ -3,10 +3,16 @@
 teacher: dataset -> behaviour-cloned TinyVLA checkpoint
 distill: dataset + teacher -> stage 1 (probes, teacher records) -> stage 2 -> exported student
 baselines: dataset + teacher -> fixed / random routes at the student's layer count, same budget
+
+Each stage's ``runs/<stage>_started.json`` / ``_done.json`` records what its result depends on
+(its settings, the dataset index's and the teacher weights' sha256): a rerun with other settings
+in the same directory is a StaleRunError naming what changed, never a silent reuse;
+``restart=True`` removes the stage's files and starts it over.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -25,8 +31,8 @@ from .baselines import (
     subset,
 )
 from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
-from .config import DistillConfig, TeacherTrainConfig, to_dict
-from .dataset import EpisodeDataset
+from .config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
+from .dataset import DatasetError, EpisodeDataset
 from .device import resolve_device
 from .distributed import World, device_for, init_world
 from .graph import LayerProbes
@@ -40,12 +46,15 @@ from .training import (
     agreement,
     build_tensor_data,
     calibrate_router,
+    clear_stages,
     distill_student,
     evaluate,
     mark_done,
+    mark_started,
     record_teacher,
     restore_student,
     stage_done,
+    stage_identity,
     teacher_outputs,
     train_probes,
     train_teacher,
@@ -73,18 +82,39 @@ def _dataset_provenance(dataset_dir: str | Path) -> dict:
             "source": meta.get("source", "")}
 
 
+def _check_paths(dataset_dir: str | Path, out_dir: str | Path) -> None:
+    """Bad paths are one-line errors before anything is created (no empty output directory)."""
+    if not (Path(dataset_dir) / "dataset.json").is_file():
+        raise DatasetError(f"dataset {dataset_dir}: no dataset.json (not an episode dataset directory)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"output directory {out_dir} exists and is not a directory")
+
+
+def dataset_sha256(dataset_dir: str | Path) -> str:
+    """Hash of the dataset index (episode files, lengths, instructions): cheap, and it changes
+    whenever ingestion produced other episodes."""
+    return hashlib.sha256((Path(dataset_dir) / "dataset.json").read_bytes()).hexdigest()
+
+
 def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: TeacherTrainConfig,
-                         stop_after: int | None = None, world: World | None = None) -> Path:
+                         stop_after: int | None = None, world: World | None = None, restart: bool = False) -> Path:
     """-> the teacher checkpoint directory ``out_dir/teacher``. Several processes: started by
     torchrun with ``cfg.distributed.strategy`` ddp/fsdp (or an initialised ``world``)."""
+    _check_paths(dataset_dir, out_dir)
     out_dir = Path(out_dir)
     run_dir = out_dir / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
     teacher_dir = out_dir / "teacher"
-    if stage_done(run_dir, "teacher"):
+    world = world or init_world(cfg.distributed)
+    if restart and world.is_main:
+        clear_stages(run_dir, ["teacher"])
+    world.barrier()
+    identity = stage_identity(to_dict(cfg), dataset=dataset_sha256(dataset_dir))
+    if stage_done(run_dir, "teacher", identity) and (teacher_dir / "config.json").is_file():
         log.info("teacher already trained: %s", teacher_dir)
         return teacher_dir
-    world = world or init_world(cfg.distributed)
+    if world.is_main:
+        mark_started(run_dir, "teacher", identity)
     torch.manual_seed(cfg.optim.seed)
     device = device_for(world, resolve_device(cfg.device))
     teacher = TinyVLA(cfg.model)
@@ -99,7 +129,7 @@ def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: Teac
     metrics = evaluate(teacher, held_out, routed=False)
     save_teacher(teacher.cpu(), teacher_dir, extra={"training": {
         "config": to_dict(cfg), "held_out": metrics, "dataset": _dataset_provenance(dataset_dir)}})
-    mark_done(run_dir, "teacher", {"steps": result.steps, "held_out": metrics})
+    mark_done(run_dir, "teacher", {"steps": result.steps, "held_out": metrics}, identity)
     world.barrier()
     return teacher_dir
 
@@ -112,14 +142,16 @@ class DistillResult:
 
 def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path, cfg: DistillConfig,
                      progress: Progress | None = None, stop_after: dict | None = None,
-                     world: World | None = None) -> DistillResult:
+                     world: World | None = None, restart: bool = False) -> DistillResult:
     """Stage 1 + stage 2 + export. ``stop_after={'probe'|'student': n}`` simulates a kill (tests).
 
     The teacher's held-out predictions are computed once and cached by sample id
     (``runs/teacher_heldout_<sha>.safetensors``); with ``memory.release_teacher`` the teacher's
     weights then become the student (no second copy) and the final comparison uses the cache.
     Several processes (torchrun, ``distributed.strategy``): every stage is data-parallel; only
-    rank 0 evaluates and exports (other ranks return metrics ``{"rank": r}``)."""
+    rank 0 evaluates and exports (other ranks return metrics ``{"rank": r}``). ``restart``: stages 1
+    and 2 start over (their files in ``runs/`` are removed first)."""
+    _check_paths(dataset_dir, out_dir)
     stop_after = stop_after or {}
     notify = progress or (lambda stage, info: None)
     out_dir = Path(out_dir)
@@ -127,21 +159,35 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     run_dir.mkdir(parents=True, exist_ok=True)
     student_dir = out_dir / "student"
     world = world or init_world(cfg.distributed)
+    if restart and world.is_main:
+        clear_stages(run_dir, ["probe", "student", "teacher_records", "teacher_heldout"])
+    world.barrier()
     device = device_for(world, resolve_device(cfg.device))
     torch.manual_seed(cfg.student.seed)
+    teacher_sha = weights_sha256(teacher_dir)
+    provenance = {"dataset": dataset_sha256(dataset_dir), "teacher_sha256": teacher_sha}
+    everything = to_dict(cfg)
+    probe_identity = stage_identity({k: everything[k] for k in ("graph", "probe", "memory", "held_out_fraction",
+                                                                "max_train_episodes")}, **provenance)
+    student_identity = stage_identity(everything, **provenance)
+    # both checked before any work: a changed setting is reported at once, not after stage 1
+    probe_finished = stage_done(run_dir, "probe", probe_identity)
+    student_finished = stage_done(run_dir, "student", student_identity)
     teacher = load_teacher(teacher_dir).to(device)
     train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
     notify("data", {"train_samples": len(train), "held_out_samples": len(held_out)})
 
     probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, cfg.graph).to(device)
     records_path = run_dir / "teacher_records.safetensors"
-    if stage_done(run_dir, "probe") and records_path.exists():
+    if probe_finished and records_path.exists():
         state = torch.load(run_dir / "probe_state.pt", weights_only=True, map_location=device)
         probes.load_state_dict(state["modules"]["probes"])
         records = TeacherRecords.load(records_path)
         notify("probe", {"skipped": True})
     else:
         notify("probe", {"started": True})
+        if world.is_main:
+            mark_started(run_dir, "probe", probe_identity)
         result = train_probes(teacher, probes, train, cfg.probe, run_dir, stop_after=stop_after.get("probe"),
                               memory=cfg.memory, world=world)
         if not result.finished:
@@ -150,12 +196,11 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         if world.is_main:
             records.save(records_path)
             mark_done(run_dir, "probe", {"steps": result.steps,
-                                         "final": result.history[-1] if result.history else {}})
+                                         "final": result.history[-1] if result.history else {}}, probe_identity)
         world.barrier()
     notify("probe", {"done": True})
 
     # the teacher's held-out predictions and error, once; afterwards the teacher is not needed
-    teacher_sha = weights_sha256(teacher_dir)
     heldout_path = run_dir / f"teacher_heldout_{teacher_sha[:16]}.safetensors"
     cached = TeacherOutputs.load(heldout_path) if heldout_path.exists() else None
     if cached is None or not torch.equal(cached.sample_ids, held_out.sample_ids):
@@ -170,15 +215,18 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         del teacher
     else:
         student = RoutedStudent.from_teacher(teacher, cfg.router).to(device)
-    if not stage_done(run_dir, "student"):
+    if not student_finished:
         notify("student", {"started": True})
+        if world.is_main:
+            mark_started(run_dir, "student", student_identity)
         result = distill_student(student, probes, records, train, cfg, run_dir, stop_after=stop_after.get("student"),
                                  world=world)
         if not result.finished:
             return DistillResult(student_dir, {"stopped": "student", "steps": result.steps})
         if world.is_main:
             mark_done(run_dir, "student", {"steps": result.steps,
-                                           "final": result.history[-1] if result.history else {}})
+                                           "final": result.history[-1] if result.history else {}},
+                      student_identity)
         world.barrier()
         if not world.is_main:
             return DistillResult(student_dir, {"rank": world.rank})
@@ -228,7 +276,8 @@ def baseline_layer_count(executed_layer_fraction: float, num_layers: int) -> int
 
 
 def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path, cfg: DistillConfig,
-                  layers: int, progress: Progress | None = None, stop_after: dict | None = None) -> dict[str, Path]:
+                  layers: int, progress: Progress | None = None, stop_after: dict | None = None,
+                  restart: bool = False) -> dict[str, Path]:
     """The baselines of ``baselines.py`` at ``layers`` layers per pass, each with stage 2's budget
     (``cfg.student``: epochs, batch, learning rate) -> ``out_dir/baselines/<name>/`` checkpoints.
     Resumable like every stage (``runs/baseline_<name>_*``); the greedy selection is recorded in
@@ -238,17 +287,23 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
     out_dir = Path(out_dir)
     run_dir = out_dir / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
+    if restart:
+        clear_stages(run_dir, ["baseline"])
     device = resolve_device(cfg.device)
     teacher = load_teacher(teacher_dir).to(device)
     train, _ = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
     provenance = {"teacher_sha256": weights_sha256(teacher_dir), "dataset": _dataset_provenance(dataset_dir)}
+    everything = to_dict(cfg)
+    settings = {k: everything[k] for k in ("student", "memory", "held_out_fraction", "max_train_episodes")}
 
     selection_path = run_dir / "baseline_selection.json"
     selection = json.loads(selection_path.read_text()) if selection_path.is_file() else None
-    if selection is None or selection.get("layers_per_pass") != layers:
+    made_from = {"layers_per_pass": layers, "teacher_sha256": provenance["teacher_sha256"],
+                 "dataset_sha256": dataset_sha256(dataset_dir)}
+    if selection is None or any(selection.get(k) != v for k, v in made_from.items()):
         notify("baselines", {"selecting": layers})
         greedy = greedy_layer_selection(teacher, subset(train, SELECTION_SAMPLES), layers)
-        selection = {"layers_per_pass": layers, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
+        selection = {**made_from, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
                      "trace": [asdict(step) for step in greedy.trace]}
         _write_json(selection_path, selection)
 
@@ -261,10 +316,13 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
     for name in BASELINES:
         path = out_dir / "baselines" / name
         paths[name] = path
-        if stage_done(run_dir, f"baseline_{name}") and (path / "config.json").is_file():
+        identity = stage_identity({**settings, "layers_per_pass": layers, "layers": selection["layers"]},
+                                  dataset=dataset_sha256(dataset_dir), teacher_sha256=provenance["teacher_sha256"])
+        if stage_done(run_dir, f"baseline_{name}", identity) and (path / "config.json").is_file():
             notify("baselines", {"skipped": name})
             continue
         torch.manual_seed(cfg.student.seed)
+        mark_started(run_dir, f"baseline_{name}", identity)
         student = built[name]().to(device)
         steps = 0
         if name != "static_untuned":
@@ -277,7 +335,7 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
         save_student(student.cpu(), path, extra={"baseline": {"name": name, "layers_per_pass": layers,
                                                               "selection": selection, "finetune_steps": steps,
                                                               **provenance}})
-        mark_done(run_dir, f"baseline_{name}", {"steps": steps})
+        mark_done(run_dir, f"baseline_{name}", {"steps": steps}, identity)
     return paths
 
 

@@ -22,7 +22,7 @@ from .checkpoint import (
     read_checkpoint_info,
 )
 from .device import resolve_device, resolve_dtype
-from .policy import PolicyOutput, RoutedPolicy
+from .policy import PolicyOutput, RoutedPolicy, check_instruction
 from .teacher import VLATeacher
 
 
@@ -54,6 +54,9 @@ class TeacherPolicy:
     def set_budget(self, max_layers: int | None = None, threshold: float | None = None) -> None:
         if max_layers is not None and max_layers < self.layers_total:
             raise ValueError("a teacher checkpoint has no router: it always runs every layer (max_layers must be 0)")
+
+    def check_instruction(self, instruction: str) -> None:
+        check_instruction(self.teacher, instruction)
 
     @torch.inference_mode()
     def act(self, image_rgb: np.ndarray, instruction: str) -> PolicyOutput:

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from .checkpoint import default_student_path, load_student
 from .device import resolve_device, resolve_dtype
 from .flops import component_flops, routed_flops_ratio
+from .images import resize_rgb
 from .student import RoutedStudent
 
 
@@ -27,6 +27,15 @@ class PolicyOutput:
     layers_total: int
     flops_ratio: float  # student/teacher FLOPs of this pass
     latency_ms: float
+
+
+def check_instruction(model: object, instruction: str) -> None:
+    """Tokenize ``instruction`` as ``model`` would, without running it: the policy node checks an
+    instruction once on arrival instead of failing at every tick. ValueError says why."""
+    encode = getattr(model, "_encode", None)  # transformers teachers: the whole prompt
+    if encode is None:
+        encode = model.tokenizer.encode  # TinyVLA: bytes or words
+    encode(instruction)
 
 
 class RoutedPolicy:
@@ -68,6 +77,10 @@ class RoutedPolicy:
     def set_budget(self, max_layers: int | None = None, threshold: float | None = None) -> None:
         self.student.set_budget(max_layers=max_layers, threshold=threshold)
 
+    def check_instruction(self, instruction: str) -> None:
+        """Raise ValueError, naming the problem, when the model can not take this instruction."""
+        check_instruction(self.student.backbone, instruction)
+
     def _inputs(self, image_rgb: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:
         image = np.asarray(image_rgb)
         if image.ndim != 3:
@@ -85,18 +98,15 @@ class RoutedPolicy:
         return self._text[1]
 
     def _pixel_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """The frame resized straight into one preallocated (on CUDA: pinned) buffer, then one
-        transfer to a preallocated device tensor: no per-frame allocation or extra copy."""
+        """The frame resized (core/images.py, as ingestion does) into one preallocated (on CUDA:
+        pinned) buffer, then one transfer to a preallocated device tensor."""
         h, w = self.image_size
         if self._pixels is None:
             host = torch.empty((1, h, w, 3), dtype=torch.uint8, pin_memory=self.device.type == "cuda")
             device = host if self.device.type == "cpu" else torch.empty_like(host, device=self.device)
             self._pixels = (host.numpy(), host, device)
         array, host, device = self._pixels
-        if image.shape[:2] == (h, w):
-            np.copyto(array[0], image)
-        else:
-            cv2.resize(image, (w, h), dst=array[0], interpolation=cv2.INTER_AREA)
+        np.copyto(array[0], resize_rgb(image, (h, w)))  # the resize ingestion uses: the pixels training saw
         if device is not host:
             device.copy_(host, non_blocking=True)
         return device

@@ -11,9 +11,9 @@ regression (attention-pooled MLP, the default), discrete tokens or flow matching
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -22,13 +22,19 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .action_heads import RegressionChunkHead, build_action_head
 from .config import TinyVLAConfig
+from .images import resize_rgb
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
 
 ChunkActionHead = RegressionChunkHead  # the original name of the regression head
 
 
+MIN_TEXT_TOKENS = 258  # BOS + 256 bytes (or words) + EOS: the shortest limit any TinyVLA has
+log = logging.getLogger(__name__)
+
+
 class ByteTokenizer:
-    """UTF-8 bytes as tokens: needs no download and no vocabulary file."""
+    """UTF-8 bytes as tokens: needs no download and no vocabulary file. Reads at least 256 bytes
+    (``max_text_tokens`` raises that); longer text is truncated, with a warning once."""
 
     kind = "bytes"
     PAD, BOS, EOS = 0, 1, 2
@@ -37,7 +43,9 @@ class ByteTokenizer:
     unit = "bytes"
 
     def __init__(self, max_tokens: int) -> None:
-        self.max_tokens = max_tokens
+        # positions are rotary, so no weight limits the length: every model reads real sentences
+        self.max_tokens = max(max_tokens, MIN_TEXT_TOKENS)
+        self._warned_truncation = False
 
     def pieces(self, text: str) -> list[int]:
         return [b + self.OFFSET for b in text.encode("utf-8")]
@@ -45,13 +53,15 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("instruction is empty")
-        ids = [self.BOS, *self.pieces(text.strip()), self.EOS]
-        if len(ids) > self.max_tokens:
-            raise ValueError(
-                f"instruction is {len(ids) - 2} {self.unit} long; this model takes at most "
-                f"{self.max_tokens - 2} (max_text_tokens={self.max_tokens})"
-            )
-        return ids
+        pieces = self.pieces(text.strip())
+        limit = self.max_tokens - 2
+        if len(pieces) > limit:
+            if not self._warned_truncation:  # once per model: a long instruction is repeated every tick
+                self._warned_truncation = True
+                log.warning("instruction is %d %s long; this model reads the first %d (max_text_tokens=%d); "
+                            "this warning is shown once", len(pieces), self.unit, limit, self.max_tokens)
+            pieces = pieces[:limit]
+        return [self.BOS, *pieces, self.EOS]
 
     def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (ids [B, T] int64 padded with PAD to the longest text, mask [B, T] bool). Padding is
@@ -86,7 +96,7 @@ TOKENIZERS = {cls.kind: cls for cls in (ByteTokenizer, HashWordTokenizer)}
 def images_to_uint8_batch(images, size: int) -> torch.Tensor:
     """uint8 RGB images (one [H,W,3] or a batch [B,H,W,3]) -> uint8 tensor [B, size, size, 3].
 
-    Other sizes are resized with INTER_AREA (the documented resize); wrong dtype,
+    Other sizes are resized by ``core.images.resize_rgb``, the resize of bag ingestion; wrong dtype,
     channel count or non-finite content are errors.
     """
     array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
@@ -97,7 +107,7 @@ def images_to_uint8_batch(images, size: int) -> torch.Tensor:
     if array.dtype != np.uint8:
         raise ValueError(f"images must be uint8 RGB, got dtype {array.dtype}")
     if array.shape[1:3] != (size, size):
-        array = np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in array])
+        array = np.stack([resize_rgb(img, (size, size)) for img in array])
     return torch.from_numpy(np.ascontiguousarray(array))
 
 

@@ -88,13 +88,93 @@ def _done_path(run_dir: Path, stage: str) -> Path:
     return run_dir / f"{stage}_done.json"
 
 
-def stage_done(run_dir: Path, stage: str) -> dict | None:
+def _started_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / f"{stage}_started.json"
+
+
+class StaleRunError(ConfigError):
+    """``runs/`` holds a stage finished (or started) with other settings: reusing it would
+    silently mix two runs."""
+
+
+RESTART_HINT = "rerun with --restart (job key restart: true) to start over, or use another output directory"
+
+
+def stage_identity(config: dict, **extra) -> dict:
+    """What a stage's result depends on: its settings (never the device or the process layout,
+    so resuming elsewhere is fine) plus e.g. the dataset index and the teacher weights' sha256."""
+    config = {k: v for k, v in config.items() if k not in ("device", "distributed")}
+    return json.loads(json.dumps({"config": config, **extra}))
+
+
+def _flat(data: object, prefix: str = "") -> dict:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    out: dict = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def describe_changes(old: dict | None, new: dict) -> str:
+    """``a.b 1 -> 2, c 'x' -> 'y'``: the leaves that differ (at most 6 named)."""
+    if old is None:
+        return "no settings recorded (written by an older version)"
+    a, b = _flat(old), _flat(new)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    text = ", ".join(f"{k} {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in changed[:6])
+    return text + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
+
+
+def _check(path: Path, identity: dict, what: str, stage: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StaleRunError(f"{path}: unreadable ({exc}); {RESTART_HINT}") from exc
+    if data.get("identity") != identity:
+        raise StaleRunError(f"{path.parent}: stage {stage!r} was {what} with other settings "
+                            f"({describe_changes(data.get('identity'), identity)}); {RESTART_HINT}")
+    return data
+
+
+def stage_done(run_dir: Path, stage: str, identity: dict) -> dict | None:
+    """The done marker's info when ``stage`` finished with exactly ``identity``; None when it has
+    not finished. StaleRunError when it finished, or was started, with other settings."""
     path = _done_path(run_dir, stage)
-    return json.loads(path.read_text()) if path.exists() else None
+    if path.exists():
+        return _check(path, identity, "finished", stage)
+    started = _started_path(run_dir, stage)
+    if started.exists():
+        _check(started, identity, "started", stage)
+    return None
 
 
-def mark_done(run_dir: Path, stage: str, info: dict) -> None:
-    _done_path(run_dir, stage).write_text(json.dumps(info, indent=2))
+def mark_started(run_dir: Path, stage: str, identity: dict) -> None:
+    """Recorded before a stage's first step, so a killed stage is resumed only with its own settings."""
+    if not _started_path(run_dir, stage).exists():
+        write_json_atomic(_started_path(run_dir, stage), {"identity": identity})
+
+
+def mark_done(run_dir: Path, stage: str, info: dict, identity: dict) -> None:
+    write_json_atomic(_done_path(run_dir, stage), {**info, "identity": identity})
+
+
+def clear_stages(run_dir: Path, stages: list[str]) -> list[Path]:
+    """Remove every file of ``stages`` in ``run_dir`` (``<stage>_*``): a restart. -> what was removed."""
+    removed = []
+    for stage in stages:
+        for path in sorted(run_dir.glob(f"{stage}_*")):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """tmp + replace: a kill mid-write leaves the old file (or none), never half a marker."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def _device_of(module: nn.Module) -> torch.device:

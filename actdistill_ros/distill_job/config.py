@@ -73,6 +73,9 @@ FIELD_HELP: dict[str, str] = {
                  "count and stage-2 budget: the greedily chosen best fixed layers fine-tuned (`static`) and untuned "
                  "(`static_untuned`), and random layers per sample (`random`); checkpoints in "
                  "`output_dir/baselines/<name>/`, numbers in report.json `baselines`.",
+    "restart": "Start over in `output_dir`: its runs/, student/, baselines/, report and the teacher it trained or "
+               "prepared are removed first (the ingested dataset is reused while the bags and ingest settings are "
+               "unchanged). Without it a rerun resumes, and one with other settings is an error naming them.",
     "report_eval_samples": "Held-out samples for the report's action errors; 0 = all.",
     "report_latency_iters": "Timed batch-1 forward passes per model (and per layer cap) in the report.",
     "distill": "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
@@ -125,6 +128,7 @@ class DistillJobConfig:
     threads: int = 0
     output_dir: str = ""
     baselines: bool = False
+    restart: bool = False
     report_eval_samples: int = 200
     report_latency_iters: int = 20
     distill: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +141,9 @@ class DistillJobConfig:
             raise ConfigError("set exactly one of `bags` (rosbags to ingest) and `dataset` (an ingested dataset)")
         if not self.output_dir.strip():
             raise ConfigError("output_dir: required (where the dataset, checkpoints and report go)")
+        out = Path(self.output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output_dir: {out} exists and is not a directory")
         if bags:
             if bool(self.instruction_topic.strip()) == bool(self.instruction.strip()):
                 raise ConfigError("set exactly one of `instruction_topic` and `instruction`")
@@ -297,9 +304,11 @@ def config_from_mapping(data: dict[str, Any]) -> DistillJobConfig:
     return from_dict(DistillJobConfig, unflatten(ros_parameters(data)))
 
 
-def load_distill_job_config(path: str | Path | None, overrides: list[str] | None = None) -> DistillJobConfig:
+def load_distill_job_config(path: str | Path | None, overrides: list[str] | None = None,
+                            values: dict[str, Any] | None = None) -> DistillJobConfig:
     """Config from a YAML file (plain or ROS params format; None = defaults only) plus ``key=value``
-    overrides (``--set``). Raises ConfigError naming the key on any problem."""
+    overrides (``--set``), then ``values`` taken as they are (command-line flags: a path is never
+    parsed). Raises ConfigError naming the key on any problem."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -314,6 +323,8 @@ def load_distill_job_config(path: str | Path | None, overrides: list[str] | None
         data = unflatten(ros_parameters(loaded))
     if overrides:
         data = deep_merge(data, unflatten(parse_overrides(overrides)))
+    if values:
+        data = deep_merge(data, unflatten(values))
     return config_from_mapping(data)
 
 

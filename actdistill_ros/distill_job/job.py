@@ -13,8 +13,9 @@ Output directory layout::
 
 Resuming: a rerun with the same ``output_dir`` skips finished stages and continues an
 interrupted one from its last checkpoint (see ``core/loop.py``). ``runs/job.json`` records what
-the run was started with (dataset, teacher, training settings); a rerun with different ones is
-an error instead of silently mixing two runs. Nothing already computed is deleted on an error:
+the run was started with (dataset, teacher weights' sha256, training settings); a rerun with
+different ones is an error naming what changed instead of silently mixing two runs (``restart:
+true`` starts over). Nothing already computed is deleted on an error:
 a failed re-ingestion leaves the previous dataset, checkpoints are only ever replaced atomically.
 """
 
@@ -41,11 +42,13 @@ from ..core.checkpoint import (
     CheckpointError,
     default_teacher_path,
     load_teacher,
+    weights_sha256,
 )
 from ..core.config import ConfigError, to_dict
 from ..core.dataset import DatasetError, Episode, EpisodeDataset
 from ..core.loop import batches_per_epoch
 from ..core.pipeline import run_distillation, run_teacher_training
+from ..core.training import RESTART_HINT, write_json_atomic
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest
 from .config import DistillJobConfig
 
@@ -85,7 +88,7 @@ class _Progress:
     """Builds the progress events (JSON-ready dicts) and serialises calls to the callback.
 
     Event keys: ``stage`` (ingest|teacher|probe|student|export|report|job), ``state``
-    (started|running|done|skipped|stopped|failed), ``stage_index``/``num_stages``, ``fraction`` of the
+    (started|running|done|skipped|stopped|failed|warning), ``stage_index``/``num_stages``, ``fraction`` of the
     stage (0..1), ``step``/``total`` when counted, ``message``, plus stage details (loss terms...).
     """
 
@@ -93,8 +96,13 @@ class _Progress:
         self.callback = callback
         self.stages = stages
         self.lock = threading.Lock()
+        self.skipped: set[str] = set()
 
     def __call__(self, stage: str, state: str, **info: Any) -> None:
+        if state == "skipped":
+            self.skipped.add(stage)
+        elif state == "done" and stage in self.skipped:  # a resumed stage is reported once: skipped
+            return
         event = {
             "stage": stage,
             "state": state,
@@ -327,15 +335,24 @@ class _Job:
         if changed:
             details = "; ".join(_diff(k, recorded.get(k), identity.get(k)) for k in changed)
             raise DistillJobError(
-                f"output_dir {self.out} holds a run started with other settings ({details}). Resuming would mix "
-                f"two runs: use a new output_dir, or delete {self.runs} (and student/) to start over")
+                f"output_dir {self.out} holds a run started with other settings ({details}); {RESTART_HINT}")
 
     def _write_identity(self, identity: dict[str, Any]) -> None:
         self.runs.mkdir(parents=True, exist_ok=True)
         path = self.runs / JOB_FILE
         if not path.is_file():
-            path.write_text(json.dumps({"identity": identity, "config": self.cfg.to_dict(),
-                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+            write_json_atomic(path, {"identity": identity, "config": self.cfg.to_dict(),
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _restart(self) -> None:
+        """``restart: true``: everything but the ingested dataset (keyed by bags + ingest settings) goes."""
+        produced_teacher = self.cfg.train_teacher or self.hf_teacher
+        for name in ("runs", "student", "baselines", "plots", *(["teacher"] if produced_teacher else [])):
+            if (self.out / name).is_dir():
+                shutil.rmtree(self.out / name)
+        for name in ("report.json", "report.md", "distill_metrics.json"):
+            (self.out / name).unlink(missing_ok=True)
+        self.emit("job", "running", message=f"restart: previous run in {self.out} removed")
 
     # -- stages --------------------------------------------------------------------------
 
@@ -391,15 +408,18 @@ class _Job:
             recorded = self._recorded()
             if recorded is not None and recorded.get("dataset") != _sha(partial / "dataset.json"):
                 raise DistillJobError(
-                    f"output_dir {self.out} holds a run on another dataset (the bags or ingest settings changed). "
-                    f"Use a new output_dir, or delete {self.runs} (and student/) to start over")
+                    f"output_dir {self.out} holds a run on another dataset (the bags or ingest settings changed); "
+                    f"{RESTART_HINT}")
         except DistillJobError:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         _replace_dir(partial, dataset_dir)
         summary = result.summary
         self.emit("ingest", "done", episodes=summary["episodes"], steps=summary["steps"],
-                  skipped_bags=[s["bag"] for s in summary.get("skipped_bags", [])])
+                  skipped_bags=[s["bag"] for s in summary.get("skipped_bags", [])],
+                  skipped=summary.get("skipped_bags", []))
+        for warning in summary.get("warnings", []):  # a bag read short of its own index
+            self.emit("ingest", "warning", message=warning)
         self._timed("ingest", started)
         return dataset_dir, summary
 
@@ -538,14 +558,18 @@ class _Job:
 
     def run(self) -> JobResult:
         cfg = self.cfg
+        if cfg.restart:
+            self._restart()
         if cfg.train_teacher:
             assert self.teacher_cfg is not None
             teacher_dir, image_size = self.out / "teacher", self.teacher_cfg.model.image_size
             teacher_identity: dict[str, Any] = {"trained": True}
         else:
             teacher_dir, image_size = check_teacher(cfg)
-            where = "built-in" if not cfg.teacher.strip() else str(teacher_dir.resolve())
-            teacher_identity = {"path": where, "config": _sha(teacher_dir / "config.json")}
+            try:  # the weights, not where they are: a moved teacher resumes, a retrained one does not
+                teacher_identity = {"weights_sha256": weights_sha256(teacher_dir)}
+            except (CheckpointError, OSError) as exc:
+                raise DistillJobError(f"teacher: {exc}") from exc
             if self.hf_teacher:
                 teacher_identity["hf_teacher"] = to_dict(cfg.hf_teacher_options())
         self._check_identity(self._identity(None, teacher_identity))  # before any data work
@@ -595,7 +619,7 @@ class _Job:
         report, json_path, md_path = write_report(
             cfg, self.out, dataset_dir=dataset_dir, teacher_dir=teacher_dir, student_dir=distilled["student_dir"],
             distill_metrics=distilled["metrics"], dataset_summary=summary, seconds=self.seconds,
-            baselines=baselines, warnings=warnings)
+            baselines=baselines, warnings=list(summary.get("warnings", [])) + warnings)
         self._timed("report", started)
         report["seconds"] = dict(self.seconds)
         json_path.write_text(json.dumps(report, indent=2, default=str))
@@ -627,6 +651,7 @@ def run_distill_job(cfg: DistillJobConfig, progress: ProgressCallback | None = N
     """
     cfg.validate()
     job = _Job(cfg, progress, stop_after)
+    fresh = not job.out.exists()
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -634,6 +659,18 @@ def run_distill_job(cfg: DistillJobConfig, progress: ProgressCallback | None = N
         return job.run()
     except Exception as exc:
         job.emit("job", "failed", message=f"{type(exc).__name__}: {exc}")
+        if fresh:
+            _remove_if_empty(job.out)
         raise
     finally:
         torch.set_num_threads(threads)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """A run that failed before producing anything leaves no output directory behind (only
+    empty folders are removed, deepest first; any file keeps its folders)."""
+    for path in sorted((p for p in directory.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(path.iterdir()):
+            path.rmdir()
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()

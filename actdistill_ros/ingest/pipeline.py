@@ -71,6 +71,21 @@ class _BagOutput:
     episodes: list[Episode] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     dropped_short: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _stream_ranges(info: dict[str, Any]) -> str:
+    """Each stream's time range and clock: why ticks never formed is usually visible here (e.g. an
+    instruction without a header, stamped on receipt, against images stamped by the camera)."""
+    parts, sources = [], set()
+    for topic, t in info.get("topics", {}).items():
+        if t.get("first_ns") is None:
+            parts.append(f"{topic}: no usable message")
+            continue
+        sources.add(t["stamp_source"])
+        parts.append(f"{topic}: {t['first_ns'] * 1e-9:.3f}..{t['last_ns'] * 1e-9:.3f} s ({t['stamp_source']} time)")
+    note = "; header and receive times mixed: ranges may never overlap" if {"header", "receive"} <= sources else ""
+    return "; ".join(parts) + note
 
 
 # ----------------------------------------------------------------------------- one bag
@@ -249,6 +264,12 @@ def _ingest_bag(path: Path, config: IngestConfig, progress: Callable[[str, int, 
         bag.close()
 
     out = _BagOutput(dropped_short=alignment.dropped_short)
+    # a damaged file can end a read early without an error: compare with the bag's own counts
+    out.warnings = [
+        f"bag {path}: read {s.raw} of the {bag.topics[t].count} messages its index lists on {t} "
+        f"(damaged or truncated file)"
+        for t, s in series.items() if t in bag.topics and s.raw < bag.topics[t].count
+    ]
     for i, seg in enumerate(alignment.segments):
         images = np.stack([decoded[int(img_order[j])] for j in seg.image_index])
         out.episodes.append(
@@ -269,6 +290,7 @@ def _ingest_bag(path: Path, config: IngestConfig, progress: Callable[[str, int, 
         "steps": sum(len(e) for e in out.episodes),
         "dropped_short_episodes": len(alignment.dropped_short),
         "images_decoded": len(decoded),
+        "warnings": out.warnings,
     }
     return out
 
@@ -354,6 +376,7 @@ def ingest(
     episodes: list[Episode] = []
     per_bag: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, str]] = []
+    warnings: list[str] = []
     dropped_short: list[dict] = []
     for i, bag in enumerate(bags):
 
@@ -367,6 +390,7 @@ def ingest(
             report("skipped", 0, 0)
         else:
             per_bag[str(bag)] = result.info
+            warnings.extend(result.warnings)
             episodes.extend(result.episodes)
             dropped_short.extend(result.dropped_short)
             if not result.episodes:
@@ -382,7 +406,7 @@ def ingest(
         reasons += [
             f"bag {b}: no episode of >= {config.min_episode_steps} steps "
             f"({info['ticks']} ticks, {info['ticks_dropped_gap']} in gaps, "
-            f"{info['dropped_short_episodes']} short runs)"
+            f"{info['dropped_short_episodes']} short runs; {_stream_ranges(info)})"
             for b, info in per_bag.items()
         ]
         raise IngestError("no usable data in any bag:\n  " + "\n  ".join(reasons))
@@ -391,6 +415,7 @@ def ingest(
         "bags_used": [b for b, info in per_bag.items() if info["episodes"]],
         "bags_without_episodes": [b for b, info in per_bag.items() if not info["episodes"]],
         "skipped_bags": skipped,
+        "warnings": warnings,
         "episodes": len(episodes),
         "steps": sum(len(e) for e in episodes),
         "episode_details": [

@@ -2,7 +2,9 @@
 
 Types come from the definitions the bag stores (``AnyReader``); types a bag does not describe
 (ROS 2 Humble sqlite3 bags store none) come from rosbags' built-in ROS 2 store plus our own
-``msg/*.msg`` files, so bags of any distro deserialize the same way.
+``msg/*.msg`` files, so bags of any distro deserialize the same way. A stored definition that
+rosbags cannot parse (rosbag2 records service events with the raw ``.srv`` text) makes only its
+own topic unreadable; the other topics read as usual.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from .config import IngestError
@@ -127,6 +130,55 @@ def _complete_typestore(reader: AnyReader) -> None:
 # ----------------------------------------------------------------------------- reading
 
 
+def _stored_types(conn) -> dict:
+    """The type definitions one connection stores (MSG text, or IDL blocks)."""
+    data = conn.msgdef.data
+    if conn.msgdef.format == MessageDefinitionFormat.MSG:
+        return get_types_from_msg(data, conn.msgtype)
+    separator = "=" * 80 + "\n"
+    idl_blocks = data.startswith(separator + "IDL: ")
+    blocks = [b.split("\n", 1)[1] for b in data.split(separator)[1:]] if idl_blocks else [data]
+    types: dict = {}
+    for idl in blocks:
+        types.update(get_types_from_idl(idl))
+    return types
+
+
+class _TolerantReader(AnyReader):
+    """``AnyReader`` whose typestore is built per connection: a definition that does not parse,
+    or does not match its stored hash, leaves its type out (listed in ``unreadable`` with the
+    reason) instead of failing the whole bag. Messages of such a type are never deserialized."""
+
+    def _open(self) -> None:
+        assert self.stack
+        for reader in self.readers:
+            self.stack.enter_context(reader)
+        connections = [c for r in self.readers for c in r.connections]
+        described = [c for c in connections if c.msgdef.format != MessageDefinitionFormat.NONE]
+        self.unreadable: dict[str, str] = {}
+        types: dict = {}
+        for conn in described:
+            try:
+                types.update(_stored_types(conn))
+            except Exception as exc:  # rosbags raises several types for unparseable text
+                self.unreadable[conn.msgtype] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120].rstrip(':')}"
+        if not described and self.default_typestore is not None:
+            types.update(self.default_typestore.fielddefs)
+        store = get_typestore(Stores.EMPTY)
+        store.register(types)
+        if self.is2:
+            for conn in described:
+                if conn.digest and conn.msgtype not in self.unreadable:
+                    try:
+                        have = store.hash_rihs01(conn.msgtype)
+                    except Exception as exc:  # a definition that names a type the bag lacks
+                        have = f"unhashable ({type(exc).__name__})"
+                    if have != conn.digest:
+                        self.unreadable[conn.msgtype] = f"stored hash {conn.digest} != definition's {have}"
+        self.connections = connections
+        self.typestore = store
+
+
 @dataclass
 class TopicInfo:
     topic: str
@@ -142,6 +194,11 @@ class OpenBag:
     reader: AnyReader
     topics: dict[str, TopicInfo] = field(default_factory=dict)
 
+    @property
+    def unreadable(self) -> dict[str, str]:
+        """Types whose stored definition could not be used -> why (their topics cannot be read)."""
+        return getattr(self.reader, "unreadable", {})
+
     def connections(self, topic: str) -> list:
         return [c for c in self.reader.connections if c.topic == topic]
 
@@ -153,6 +210,10 @@ class OpenBag:
         if topic not in self.topics:
             available = ", ".join(sorted(self.topics)) or "none"
             raise IngestError(f"bag {self.path}: {what} topic {topic!r} not in bag (topics: {available})")
+        for conn in self.connections(topic):
+            if conn.msgtype in self.unreadable:
+                raise IngestError(f"bag {self.path}, topic {topic}: the bag's definition of {conn.msgtype} cannot "
+                                  f"be read ({self.unreadable[conn.msgtype]})")
         types = {normalize_msgtype(c.msgtype) for c in self.connections(topic)}
         if len(types) != 1 or not types <= set(allowed):
             raise IngestError(
@@ -180,12 +241,13 @@ class OpenBag:
 def open_bag(path: Path) -> OpenBag:
     """Open one bag; any failure becomes an IngestError naming the bag."""
     try:
-        reader = AnyReader([path], default_typestore=default_typestore())
+        reader = _TolerantReader([path], default_typestore=default_typestore())
         reader.open()
     except IngestError:
         raise
     except Exception as exc:  # rosbags raises many types for broken files (sqlite3, struct, mcap...)
-        raise IngestError(f"bag {path}: cannot open ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise IngestError(f"bag {path}: cannot open ({type(exc).__name__}: {first[:200]})") from exc
     try:
         _complete_typestore(reader)
         topics: dict[str, TopicInfo] = {}

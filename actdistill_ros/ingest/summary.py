@@ -51,6 +51,8 @@ def topic_stats(
         "kept": int(len(stamps)),
         "rate_hz": round(rate, 3),
         "stamp_source": source,
+        "first_ns": int(stamps[0]) if len(stamps) else None,
+        "last_ns": int(stamps[-1]) if len(stamps) else None,
         "out_of_order": int(out_of_order),
         "dropped": dict(dropped),
     }

@@ -89,6 +89,11 @@ def _action_values(source: str, k: int, t: float, period: float) -> np.ndarray:
     return np.array([0.3 + 0.1 * t, 0.05 * math.sin(t), 0.4, 0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)])
 
 
+SERVICE_EVENT_TOPIC = "/add_two_ints/_service_event"
+SERVICE_EVENT_TYPE = "example_interfaces/srv/AddTwoInts_Event"
+SERVICE_EVENT_DEFINITION = "=" * 80 + "\nSRV: example_interfaces/srv/AddTwoInts\nint64 a\nint64 b\n---\nint64 sum\n"
+
+
 def write_demo_bag(
     path: str | Path,
     storage: str = "mcap",
@@ -112,6 +117,8 @@ def write_demo_bag(
     omit_topics: tuple[str, ...] = (),
     topics: DemoTopics | None = None,
     jpeg_quality: int = 95,
+    texture: bool = False,
+    service_events: int = 0,
 ) -> DemoBag:
     """Write one demonstration bag and return what was written.
 
@@ -122,6 +129,11 @@ def write_demo_bag(
     ``gripper``: None, 'float64' (std_msgs/Float64) or 'joint_state' (sensor_msgs/JointState).
     ``gaps``: (start_s, duration_s) windows with no image and no action messages.
     ``swap_image_pairs``: image i is received after image i+1 (out-of-order header stamps).
+    ``texture``: add seeded per-pixel noise (+-3 grey levels, frame still readable by
+    ``frame_of``) so that resizing has something to get wrong.
+    ``service_events``: that many messages on ``SERVICE_EVENT_TOPIC`` whose stored definition is
+    the raw ``.srv`` text, as rosbag2 (Jazzy) records service introspection (rosbag2 issue 2365):
+    a type rosbags cannot parse, beside the wanted topics (rosbag2 storages only).
     Header stamps are exact multiples of the periods; receive time = stamp + latency.
     """
     path = Path(path)
@@ -157,6 +169,9 @@ def write_demo_bag(
             continue
         stamp = start_ns + round(t * 1e9)
         rgb = scene_rgb(i, image_size)
+        if texture:
+            noise = np.random.default_rng(i).integers(-3, 4, rgb.shape)
+            rgb = np.clip(rgb.astype(np.int16) + noise, 0, 255).astype(np.uint8)
         if image_format in COMPRESSED_FORMATS:
             ext = ".png" if image_format == "png" else ".jpg"
             params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if image_format == "jpeg" else []
@@ -257,6 +272,9 @@ def write_demo_bag(
         bag.instructions.append((recv, recv, text))
         out.append((recv, topics.instruction, "std_msgs/msg/String", T["std_msgs/msg/String"](data=text)))
 
+    for k in range(service_events):  # a request event: never deserialized, so any bytes will do
+        out.append((start_ns + k * 100_000_000 + 1, SERVICE_EVENT_TOPIC, SERVICE_EVENT_TYPE, bytes(8)))
+
     out = [o for o in out if o[1] not in omit_topics]
     out.sort(key=lambda o: o[0])
     _write(path, storage, store, out)
@@ -282,6 +300,9 @@ def _write(path: Path, storage: str, store: Any, out: list[tuple[int, str, str, 
     with Writer(path, version=9, storage_plugin=plugins[storage]) as writer:
         conns = {}
         for recv, topic, msgtype, msg in out:
-            if topic not in conns:
+            if topic not in conns and msgtype == SERVICE_EVENT_TYPE:
+                conns[topic] = writer.add_connection(topic, msgtype, msgdef=SERVICE_EVENT_DEFINITION,
+                                                     rihs01="RIHS01_" + "0" * 64)
+            elif topic not in conns:
                 conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(conns[topic], recv, store.serialize_cdr(msg, msgtype))
+            writer.write(conns[topic], recv, msg if isinstance(msg, bytes) else store.serialize_cdr(msg, msgtype))

@@ -99,11 +99,11 @@ from std_msgs.msg import Float64, String
 
 from actdistill_ros.control.chunking import ChunkExecutor
 from actdistill_ros.control.handoff import HandoffConfig, HandoffController, Mode, Source
-from actdistill_ros.control.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.control.latency_budget import LatencyBudget
 from actdistill_ros.control.monitoring import (
     StopReporter,
     diagnostic_report,
+    instruction_problem,
     policy_stop_reason,
     pose_stop_reason,
 )
@@ -117,6 +117,7 @@ from actdistill_ros.control.node_config import (
     validate_config,
 )
 from actdistill_ros.control.safety import CommandFilter, InputAge, input_age, make_safe
+from actdistill_ros.core.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
@@ -228,6 +229,8 @@ class PolicyNode(LifecycleNode):
         self._frame: _Frame | None = None  # newest undelivered frame (mailbox of one)
         self._image: _Input | None = None
         self._instruction: str | None = None
+        self._instruction_error: str | None = None  # why the newest instruction was refused
+        self._instruction_text = ""  # the newest one received, refused or not
         self._instruction_in: _Input | None = None
         self._twist: np.ndarray | None = None  # 6-D velocities
         self._twist_stamp: Any = None
@@ -498,12 +501,26 @@ class PolicyNode(LifecycleNode):
         return image
 
     def _on_instruction(self, msg: String) -> None:
+        """Checked once, here: a refused instruction clears the current one (the arm stops, with
+        the reason as the alarm) until a valid one arrives; a repeat is not logged again."""
         text = msg.data.strip()
+        problem = instruction_problem(text)
+        policy = self.policy
+        if problem is None and text and policy is not None:
+            try:
+                policy.check_instruction(text)
+            except ValueError as exc:
+                problem = str(exc)
         with self._lock:
-            changed = text != (self._instruction or "")
-            self._instruction = text or None  # an empty string clears the instruction
+            error = f"instruction refused: {problem}" if problem else None
+            changed = text != self._instruction_text  # both subscriptions deliver a latched message
+            self._instruction_text = text
+            self._instruction = None if problem else text or None  # an empty string clears the instruction
+            self._instruction_error = error
             self._instruction_in = _Input(time.monotonic())
-        if changed:
+        if changed and error:
+            self.get_logger().error(f"{error} ({text[:40]!r}{'...' if len(text) > 40 else ''}); the arm stops")
+        elif changed:
             self.get_logger().info(f"instruction: {text!r}" if text else "instruction cleared")
 
     def _on_latched_incompatible(self, event: Any) -> None:
@@ -750,7 +767,7 @@ class PolicyNode(LifecycleNode):
                 skew_tolerance_s=cfg.stamp_skew_tolerance_s, inference_error=self._inference_error,
                 has_prediction=self._last_output is not None, has_step=step is not None, period_s=cfg.period_s,
                 prediction_age_s=None if self._prediction_ready is None else now - self._prediction_ready,
-                image_error=self._image_error,
+                image_error=self._image_error, instruction_error=self._instruction_error,
             )
             policy_cmd = None if unavailable else step.action
             human_cmd = self._human_command(twist_age, gripper_age)

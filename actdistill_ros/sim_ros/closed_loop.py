@@ -15,6 +15,7 @@ import numpy as np
 import rclpy
 
 from actdistill_ros.core.checkpoint import STUDENT_FORMAT, read_checkpoint_info
+from actdistill_ros.core.progress import progress_bar
 from actdistill_ros.sim.tasks import task_names
 
 from .driver import Driver, DriverError
@@ -69,6 +70,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path,
                 driver.spin_until(lambda: len(driver.statuses) > 0, 180, "the policy node (model loading)")
                 per_task: dict[str, dict] = {}
                 all_status = []
+                bar = progress_bar(len(tasks) * cfg.episodes, f"eval {label or 'policy'}", unit="episode")
                 for task in tasks:
                     outcomes = []
                     for index in range(cfg.episodes):
@@ -77,12 +79,14 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path,
                         final = driver.wait_episode_done(episode, cfg.episode_timeout_s)
                         outcomes.append((bool(final.success), int(final.step), int(final.rejected_commands)))
                         all_status.extend(s for s in driver.statuses if s.mode == MODE_AUTONOMY)
+                        bar.update(1)
                     success = [o[0] for o in outcomes]
                     per_task[task] = {"episodes": len(outcomes), "success_rate": float(np.mean(success)),
                                       "mean_steps": float(np.mean([o[1] for o in outcomes])),
                                       "rejected_commands": int(sum(o[2] for o in outcomes))}
                     log(f"  {label or 'policy'} {task}: success {per_task[task]['success_rate']:.0%} "
                         f"over {len(outcomes)} episodes, {per_task[task]['mean_steps']:.1f} steps on average")
+                bar.close()
             finally:
                 driver.close()
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from .errors import HFTeacherError, explain_oom
 from .hf_teacher import HFVLATeacher
@@ -51,10 +52,26 @@ def _load_model(path: Path, options: HFTeacherOptions, remote: bool, config: dic
                 "(AutoModelForVision2Seq / AutoModelForImageTextToText)"
             )
         return transformers.AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval()
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         if isinstance(exc, HFTeacherError):
             raise
+        if (bad := unreadable_weight_file(path)) is not None:
+            raise HFTeacherError(bad) from exc
         raise HFTeacherError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+
+
+def unreadable_weight_file(path: Path) -> str | None:
+    """'<file>: unreadable safetensors file (why)' for the first weight file whose header does not
+    parse or whose tensors it does not cover (truncated, overwritten); None when all read.
+    safetensors stores no checksum: bytes changed inside tensor data load as they are."""
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError, ValueError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return f"{file}: unreadable safetensors file ({why})"
+    return None
 
 
 def load_hf_teacher(path: str | Path, options: HFTeacherOptions | None = None) -> HFVLATeacher:

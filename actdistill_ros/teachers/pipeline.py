@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import save_teacher
+from ..core.checkpoint import save_teacher, weights_sha256
 from ..core.config import OptimConfig, to_dict
 from ..core.device import resolve_device
-from ..core.pipeline import _dataset_provenance, _split
-from ..core.training import evaluate, mark_done, stage_done, train_teacher
+from ..core.pipeline import _dataset_provenance, _split, dataset_sha256
+from ..core.training import clear_stages, evaluate, mark_done, mark_started, stage_done, stage_identity, train_teacher
 from .loading import load_hf_teacher
 from .options import HFTeacherOptions
 
@@ -36,15 +36,23 @@ def prepare_hf_teacher(
     device: str = "auto",
     seed: int = 0,
     stop_after: int | None = None,
+    restart: bool = False,
 ) -> tuple[Path, bool]:
-    """-> (``out_dir/teacher``, finished). Skipped when ``runs/teacher_done.json`` exists."""
+    """-> (``out_dir/teacher``, finished). Skipped when ``runs/teacher_done.json`` records the same
+    options, data and model weights (sha256); other ones are a StaleRunError (``restart`` starts over)."""
     out_dir = Path(out_dir)
     run_dir = out_dir / "runs"
     run_dir.mkdir(parents=True, exist_ok=True)
     teacher_dir = out_dir / "teacher"
-    if stage_done(run_dir, "teacher") and (teacher_dir / "config.json").is_file():
+    if restart:
+        clear_stages(run_dir, ["teacher"])
+    identity = stage_identity({**to_dict(options), "batch_size": batch_size, "held_out_fraction": held_out_fraction,
+                               "seed": seed}, dataset=dataset_sha256(dataset_dir),
+                              model_sha256=weights_sha256(model_dir))
+    if stage_done(run_dir, "teacher", identity) and (teacher_dir / "config.json").is_file():
         log.info("transformers teacher already prepared: %s", teacher_dir)
         return teacher_dir, True
+    mark_started(run_dir, "teacher", identity)
     torch.manual_seed(seed)
     teacher = load_hf_teacher(model_dir, options)
     train, held_out = _split(dataset_dir, held_out_fraction, teacher)
@@ -64,5 +72,6 @@ def prepare_hf_teacher(
         }
     info["held_out"] = evaluate(teacher, held_out, routed=False)
     save_teacher(teacher.cpu(), teacher_dir, extra={"training": {**info, "dataset": _dataset_provenance(dataset_dir)}})
-    mark_done(run_dir, "teacher", {"steps": info.get("head_fitting", {}).get("steps", 0), "held_out": info["held_out"]})
+    mark_done(run_dir, "teacher", {"steps": info.get("head_fitting", {}).get("steps", 0), "held_out": info["held_out"]},
+              identity)
     return teacher_dir, True

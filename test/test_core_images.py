@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from actdistill_ros.control.images import (
+from actdistill_ros.core.images import (
     ImageDecodeError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
@@ -67,6 +67,7 @@ def test_mono8_replicated():
     assert out.shape == (2, 3, 3)
     np.testing.assert_array_equal(out[:, :, 0], mono)
     np.testing.assert_array_equal(out[:, :, 2], mono)
+    np.testing.assert_array_equal(image_msg_to_rgb(raw("8UC1", mono[:, :, None])), out)  # the generic alias
 
 
 def test_row_padding_is_skipped():
