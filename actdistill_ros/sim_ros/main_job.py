@@ -43,11 +43,11 @@ class MainJobPreset:
     probe_epochs: int
     student_epochs: int
     eval_episodes: int  # per task
-    keep_ratio: float = 0.5  # 3 of the 6 layers
+    keep_ratio: float = 0.3333  # 2 of the 6 layers
     # every input runs exactly its own top keep_ratio x L layers: with the default of 1 the router
-    # moved depth between inputs (12% got one layer) at a held-out error of 1.32x against 1.06x
-    # (README Results, benchmarks/router_diagnostic.py)
-    min_layers: int = 3
+    # moved depth between inputs (12% got one layer; keep 0.5: held-out error 1.32x against 1.06x
+    # with exactly 3; README Results, benchmarks/router_diagnostic.py)
+    min_layers: int = 2
     batch_size: int = 32
     augment_shift_px: int = 2  # teacher training: random image shifts (a regulariser against memorising demos)
     model: TinyVLAConfig = field(default_factory=lambda: SIM_MODEL)
