@@ -250,9 +250,9 @@ class TinyVLAConfig:
     # (a small strided CNN down to the same patch grid, ``conv_channels`` wide per stage).
     vision_stem: str = "patch"
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
-    # LayerNorm on the vision tokens after the projector. Without it the tokens vary across the
-    # image ~100x less than the text embeddings' scale, and training sits on a predict-the-mean
-    # plateau for hundreds of steps (measured on the simulated arm). False = the original model.
+    # LayerNorm on the vision tokens after the projector. Without it the tokens vary across images
+    # far less than the text embeddings' scale, and training sat on a predict-the-mean plateau (an
+    # ad-hoc run on the simulated arm, not a shipped benchmark). False = the original model.
     vision_norm: bool = False
     hidden_size: int = 256
     num_layers: int = 8

@@ -16,10 +16,11 @@ first; as Mixture-of-Depths' top-k routing), so every step spends the budget and
 decides *where*; ``logit_offset``, the threshold inference uses, is the running average of those
 cuts (:meth:`Router.track_offset`), and :meth:`Router.calibrate` finally sets it to the exact
 quantile over all training inputs, so held-out inputs spend the budget too. Two cheaper designs
-failed on the simulated arm: an integral controller on the executed fraction oscillated between
-routes (the fraction is a step function of the threshold when scores cluster), and a running
-threshold applied as-is ran 0.65-0.75 of the layers against a 0.5 target (each optimiser step
-pushed the scores just below the bar over it; every layer helps the task loss).
+failed on the simulated arm (ad-hoc runs, not kept as options): an integral controller on the
+executed fraction oscillated between routes (the fraction is a step function of the threshold
+when scores cluster), and a running threshold applied as-is ran 0.65-0.75 of the layers against
+a 0.5 target (each optimiser step pushed the scores just below the bar over it; every layer helps
+the task loss).
 
 **Depth per input.** The batch quantile lets the budget move between samples: on the simulated
 arm (keep 0.5 of 6 layers) the router gave 12% of the held-out inputs one layer and 23% four, at a
