@@ -160,6 +160,42 @@ def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path, capsys):
     assert bars and re.search(r"\| 2/2 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?s?/?episode", bars[-1]), bars
 
 
+def test_forward_passes_counts_each_pass_once():
+    from actdistill_ros.msg import PolicyStatus
+    from actdistill_ros.sim_ros.closed_loop import forward_passes
+
+    def status(sec, latency, alarm=False, layers_total=6):
+        s = PolicyStatus(inference_latency_ms=latency, layers_executed=2, layers_total=layers_total, layer_cap=3,
+                         alarm=alarm)
+        s.prediction_image_stamp.sec = sec
+        return s
+
+    # a slow pass spans three ticks; an alarm tick and a tick before any pass carry no pass
+    ticks = [status(0, 0.0, layers_total=0), status(1, 5.0), status(2, 30.0), status(2, 30.0), status(2, 30.0),
+             status(3, 6.0, alarm=True), status(4, 5.5)]
+    passes = forward_passes(ticks)
+    assert [p.latency_ms for p in passes] == [5.0, 30.0, 5.5]
+    assert passes[0].layers_executed == 2 and passes[0].layer_cap == 3
+
+
+def test_latency_budget_in_the_closed_loop(tmp_path):
+    """EvalConfig.latency_budget_ms reaches the node: with a budget no pass can keep (1 us) every
+    pass is a miss and the node cuts its layer cap to one layer while it drives the arm."""
+    from actdistill_ros.core.checkpoint import default_student_path
+    from actdistill_ros.sim_ros.closed_loop import EvalConfig, closed_loop_session, forward_passes, run_episode
+
+    cfg = EvalConfig(tasks="reach_red", real_time_factor=2.0, device="cpu", latency_budget_ms=0.001, node_threads=1)
+    with closed_loop_session(default_student_path(), cfg, tmp_path / "logs") as driver:
+        episodes = [run_episode(driver, cfg, "reach_red", index) for index in range(3)]
+    statuses = [s for e in episodes for s in e.statuses]
+    passes = forward_passes(statuses)
+    assert len(passes) >= 15, f"{len(passes)} passes in 3 episodes"  # the rule decides after 10
+    assert all(s.latency_budget_ms == pytest.approx(0.001) for s in statuses)
+    assert statuses[-1].latency_budget_misses >= len(passes)
+    assert statuses[-1].layer_cap == 1 and passes[-1].layers_executed == 1
+    assert [e.index for e in episodes] == [0, 1, 2] and all(e.steps > 0 for e in episodes)
+
+
 def test_handoff_teleop_autonomy_override(tmp_path):
     from actdistill_ros.core.checkpoint import default_student_path
     from actdistill_ros.sim_ros.closed_loop import EvalConfig, handoff_scenario

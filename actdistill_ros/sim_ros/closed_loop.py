@@ -7,8 +7,9 @@ for like. Latency, control rate and executed layers come from the node's own sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ class EvalConfig:
     real_time_factor: float = 2.0  # simulated seconds per wall second
     device: str = "auto"
     episode_timeout_s: float = 120.0  # wall-clock guard per episode
+    latency_budget_ms: float = 0.0  # the policy node's latency_budget_ms (0: off; students only)
+    node_threads: int = 0  # torch CPU threads of the policy node (0: torch's default)
 
 
 def eval_seed(seed: int, index: int) -> int:
@@ -49,48 +52,99 @@ def _policy_params(checkpoint: str | Path, cfg: EvalConfig, initial_mode: str, r
     # The evaluation measures the policies: per-step limits only, no change limit (as when the
     # results in the README were recorded). Simulated time: /clock and the camera come on separate
     # topics, so a frame can be a period "ahead" of the node's clock; no clock skew to detect here.
-    return {"checkpoint": str(checkpoint), "device": cfg.device, "use_sim_time": True,
-            "initial_mode": initial_mode, "ramp_s": ramp_s, "warmup_iterations": 3,
-            "limits.max_linear_change": 0.0, "limits.max_angular_change": 0.0, "stamp_skew_tolerance_s": 0.5}
+    params = {"checkpoint": str(checkpoint), "device": cfg.device, "use_sim_time": True,
+              "initial_mode": initial_mode, "ramp_s": ramp_s, "warmup_iterations": 3,
+              "limits.max_linear_change": 0.0, "limits.max_angular_change": 0.0, "stamp_skew_tolerance_s": 0.5}
+    if cfg.latency_budget_ms > 0:  # (only then: a teacher refuses any budget)
+        params["latency_budget_ms"] = float(cfg.latency_budget_ms)
+    return params
 
 
-def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path,
-                        log: Callable[[str], None] = print, label: str = "") -> dict:
-    """Success rate, episode length, latency, control rate (and executed layers) of one checkpoint."""
-    tasks = task_names(cfg.tasks)
+@dataclass
+class EpisodeResult:
+    task: str
+    index: int
+    success: bool
+    steps: int
+    rejected_commands: int
+    statuses: list = field(default_factory=list)  # the node's PolicyStatus messages in AUTONOMY
+
+
+@dataclass
+class ForwardPass:
+    latency_ms: float
+    layers_executed: int
+    layer_cap: int  # as reported with it (0: no cap)
+
+
+def forward_passes(statuses: list) -> list[ForwardPass]:
+    """One entry per forward pass, from the node's status messages, in order.
+
+    ``status`` repeats the newest pass on every control tick until the next one is ready, so a
+    slow pass would be counted once per tick it spans (a p95 of ticks overweights slow passes);
+    a pass is identified by the stamp of the image it was computed from."""
+    seen, passes = set(), []
+    for s in statuses:
+        if s.alarm or s.layers_total == 0:
+            continue
+        key = (s.prediction_image_stamp.sec, s.prediction_image_stamp.nanosec)
+        if key in seen:
+            continue
+        seen.add(key)
+        passes.append(ForwardPass(float(s.inference_latency_ms), int(s.layers_executed), int(s.layer_cap)))
+    return passes
+
+
+@contextmanager
+def closed_loop_session(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path) -> Iterator[Driver]:
+    """The sim and the policy node (AUTONOMY), each in its own process, and the driver that
+    resets episodes: up and serving until the ``with`` block ends."""
     rclpy.init()
     try:
         with NodeGroup(log_dir) as group:
             group.start("sim_node", "sim", {"sim.image_size": _image_size(checkpoint), "initial_seed": -1,
                                              "real_time_factor": cfg.real_time_factor})
             group.start("policy_node", "policy", _policy_params(checkpoint, cfg, "autonomy", 0.0),
-                        remaps={"image": "camera/image_raw"})
+                        remaps={"image": "camera/image_raw"}, threads=cfg.node_threads or None)
             driver = Driver(group)
             try:
                 driver.spin_until(lambda: len(driver.statuses) > 0, 180, "the policy node (model loading)")
-                per_task: dict[str, dict] = {}
-                all_status = []
-                bar = progress_bar(len(tasks) * cfg.episodes, f"eval {label or 'policy'}", unit="episode")
-                for task in tasks:
-                    outcomes = []
-                    for index in range(cfg.episodes):
-                        driver.statuses.clear()
-                        episode = driver.reset(eval_seed(cfg.seed, index), task).episode
-                        final = driver.wait_episode_done(episode, cfg.episode_timeout_s)
-                        outcomes.append((bool(final.success), int(final.step), int(final.rejected_commands)))
-                        all_status.extend(s for s in driver.statuses if s.mode == MODE_AUTONOMY)
-                        bar.update(1)
-                    success = [o[0] for o in outcomes]
-                    per_task[task] = {"episodes": len(outcomes), "success_rate": float(np.mean(success)),
-                                      "mean_steps": float(np.mean([o[1] for o in outcomes])),
-                                      "rejected_commands": int(sum(o[2] for o in outcomes))}
-                    log(f"  {label or 'policy'} {task}: success {per_task[task]['success_rate']:.0%} "
-                        f"over {len(outcomes)} episodes, {per_task[task]['mean_steps']:.1f} steps on average")
-                bar.close()
+                yield driver
             finally:
                 driver.close()
     finally:
         rclpy.try_shutdown()
+
+
+def run_episode(driver: Driver, cfg: EvalConfig, task: str, index: int) -> EpisodeResult:
+    """Seeded episode ``index`` of ``task`` (the same layout for every policy), until it ends."""
+    driver.statuses.clear()
+    episode = driver.reset(eval_seed(cfg.seed, index), task).episode
+    final = driver.wait_episode_done(episode, cfg.episode_timeout_s)
+    return EpisodeResult(task, index, bool(final.success), int(final.step), int(final.rejected_commands),
+                         [s for s in driver.statuses if s.mode == MODE_AUTONOMY])
+
+
+def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path,
+                        log: Callable[[str], None] = print, label: str = "") -> dict:
+    """Success rate, episode length, latency, control rate (and executed layers) of one checkpoint."""
+    tasks = task_names(cfg.tasks)
+    with closed_loop_session(checkpoint, cfg, log_dir) as driver:
+        per_task: dict[str, dict] = {}
+        all_status = []
+        bar = progress_bar(len(tasks) * cfg.episodes, f"eval {label or 'policy'}", unit="episode")
+        for task in tasks:
+            outcomes = []
+            for index in range(cfg.episodes):
+                outcomes.append(run_episode(driver, cfg, task, index))
+                all_status.extend(outcomes[-1].statuses)
+                bar.update(1)
+            per_task[task] = {"episodes": len(outcomes), "success_rate": float(np.mean([o.success for o in outcomes])),
+                              "mean_steps": float(np.mean([o.steps for o in outcomes])),
+                              "rejected_commands": int(sum(o.rejected_commands for o in outcomes))}
+            log(f"  {label or 'policy'} {task}: success {per_task[task]['success_rate']:.0%} "
+                f"over {len(outcomes)} episodes, {per_task[task]['mean_steps']:.1f} steps on average")
+        bar.close()
     return _summary(per_task, all_status)
 
 
