@@ -24,13 +24,14 @@ Per condition x phase: success rate, the forward latency in the node (each pass 
 status topic) p50/p95, passes over the budget (the same budget for every condition, so the
 budget-off rows show how often that deadline would have been missed), the layer cap (mean over
 passes; no cap counts as all layers), layers executed and, with the budget on, the node's own
-miss count and how many loaded passes it took to make the first cut. Ratios from the same run:
+miss count and at which loaded pass it made its first cut below the cap the quiet phase ended
+with (its window may still hold quiet passes then; None: no cut). Ratios from the same run:
 loaded/quiet p95 per condition, loaded p95 with the budget on/off, p95/budget.
 
 Latency is only part of the story in the closed loop: the sim steps every 100 ms of simulated
 time, ``--real-time-factor`` times faster than real time (default 2, as ``actdistill eval``: a
-50 ms wall step), so a pass that stays under a step costs no success; a higher factor tightens
-the world's own deadline.
+50 ms wall step), so a pass that ends before the next step is not late for the arm; a higher
+factor tightens the world's own deadline.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ from actdistill_ros.sim.tasks import task_names
 from actdistill_ros.sim_ros.closed_loop import EvalConfig, closed_loop_session, forward_passes, run_episode
 
 # Pure Python arithmetic keeps one core busy; the parent check ends a hog whose benchmark died
-# (killed with SIGKILL, no finally) within a fraction of a second.
-HOG_CODE = """import os
-parent = os.getppid()
+# (killed with SIGKILL, no finally) within a fraction of a second. The parent's pid comes as an
+# argument: a parent that dies while the hog starts up must not become the hog's idea of its parent.
+HOG_CODE = """import os, sys
+parent = int(sys.argv[1])
 while os.getppid() == parent:
     x = 0
     for i in range(200_000):
@@ -74,8 +76,8 @@ class CpuHog:
     def start(self) -> CpuHog:
         try:
             for _ in range(self.procs):
-                self.popens.append(subprocess.Popen([sys.executable, "-c", HOG_CODE], stdin=subprocess.DEVNULL,
-                                                    start_new_session=True))
+                argv = [sys.executable, "-c", HOG_CODE, str(os.getpid())]
+                self.popens.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True))
         except BaseException:
             self.stop()
             raise
@@ -209,8 +211,8 @@ def table(rows: list[dict], budget_ms: float) -> str:
     for r in rows:
         if "node_misses" in r:
             cut = r.get("passes_to_first_cut", "-")
-            lines.append(f"{r['condition']}, {r['phase']}: the node counted {r['node_misses']} misses"
-                         + (f"; first cut {cut} passes after the hog started" if r["phase"] == "loaded" else ""))
+            lines.append(f"{r['condition']}, {r['phase']}: node misses {r['node_misses']}"
+                         + (f"; first cut at loaded pass {cut}" if r["phase"] == "loaded" else ""))
     return "\n".join(lines)
 
 
