@@ -170,9 +170,9 @@ def test_forward_passes_counts_each_pass_once():
         s.prediction_image_stamp.sec = sec
         return s
 
-    # a slow pass spans three ticks; an alarm tick and a tick before any pass carry no pass
-    ticks = [status(0, 0.0, layers_total=0), status(1, 5.0), status(2, 30.0), status(2, 30.0), status(2, 30.0),
-             status(3, 6.0, alarm=True), status(4, 5.5)]
+    # a slow pass spans three ticks; an alarm tick and the ticks before any pass carry no pass
+    ticks = [status(0, 0.0, layers_total=0), status(0, 0.0), status(1, 5.0), status(2, 30.0), status(2, 30.0),
+             status(2, 30.0), status(3, 6.0, alarm=True), status(4, 5.5)]
     passes = forward_passes(ticks)
     assert [p.latency_ms for p in passes] == [5.0, 30.0, 5.5]
     assert passes[0].layers_executed == 2 and passes[0].layer_cap == 3

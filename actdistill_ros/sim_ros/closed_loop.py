@@ -82,13 +82,11 @@ def forward_passes(statuses: list) -> list[ForwardPass]:
 
     ``status`` repeats the newest pass on every control tick until the next one is ready, so a
     slow pass would be counted once per tick it spans (a p95 of ticks overweights slow passes);
-    a pass is identified by the stamp of the image it was computed from."""
+    a pass is identified by the stamp of the image it was computed from (none yet: a zero stamp)."""
     seen, passes = set(), []
     for s in statuses:
-        if s.alarm or s.layers_total == 0:
-            continue
         key = (s.prediction_image_stamp.sec, s.prediction_image_stamp.nanosec)
-        if key in seen:
+        if s.alarm or s.layers_total == 0 or key == (0, 0) or key in seen:
             continue
         seen.add(key)
         passes.append(ForwardPass(float(s.inference_latency_ms), int(s.layers_executed), int(s.layer_cap)))
