@@ -94,5 +94,5 @@ def test_latency_budget_cuts_the_cap_and_reports_it(running):
         client.stream_images(None)
     assert status.latency_budget_ms == pytest.approx(0.001)
     assert status.layers_total == 4
-    assert status.latency_budget_misses >= 10  # one window of passes, all over the budget
+    assert status.latency_budget_misses >= 3  # the 3 passes over the budget that make a cut certain
     assert status.latency_p95_ms > 0.001 or status.latency_p95_ms != status.latency_p95_ms  # NaN right after a change
