@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from actdistill_ros.core.flops import count_flops
+from actdistill_ros.core.flops import component_flops, count_flops, layer_share
 from actdistill_ros.core.router import hard_decisions, straight_through_gates
 
 from core_helpers import tiny_inputs, tiny_student
@@ -32,6 +32,18 @@ def test_skipped_layers_are_not_called_and_cost_no_flops():
     assert layer > 0
     # two layers fewer; the router adds a little
     assert full - 2 * layer < routed < full - 1.5 * layer
+
+
+def test_layer_share_is_one_layers_part_of_a_full_routed_pass():
+    """What the latency deadline's model takes from the FLOP split: the passes at 4 and at 2 layers
+    differ by 2 shares of the 4-layer pass, the rest (embed, router, head) is fixed."""
+    student = tiny_student(gate_bias=[OPEN] * 4)
+    inputs = tiny_inputs(student.backbone, batch=1)
+    full = count_flops(lambda: student.forward_routed(inputs))
+    half = count_flops(lambda: tiny_student(gate_bias=[OPEN, SHUT, OPEN, SHUT]).forward_routed(inputs))
+    share = layer_share(component_flops(student.backbone, inputs, student))
+    assert 0 < 4 * share < 1  # fixed costs exist
+    assert (full - half) / full == pytest.approx(2 * share, rel=0.05)
 
 
 def test_all_gates_open_reproduces_the_teacher_exactly():

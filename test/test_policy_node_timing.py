@@ -94,5 +94,6 @@ def test_latency_budget_cuts_the_cap_and_reports_it(running):
         client.stream_images(None)
     assert status.latency_budget_ms == pytest.approx(0.001)
     assert status.layers_total == 4
+    assert "of a full pass (FLOP split)" in node.output()  # the latency model got its fixed costs
     assert status.latency_budget_misses >= 3  # the 3 passes over the budget that make a cut certain
     assert status.latency_p95_ms > 0.001 or status.latency_p95_ms != status.latency_p95_ms  # NaN right after a change

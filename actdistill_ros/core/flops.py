@@ -53,3 +53,11 @@ def routed_flops_ratio(components: dict, executed: list[bool]) -> float:
     student = components["embed"] + components["router"] + components["head"]
     student += sum(f for f, ran in zip(components["layers"], executed, strict=True) if ran)
     return student / components["teacher_total"]
+
+
+def layer_share(components: dict) -> float:
+    """One decoder layer's fraction of a full student pass (all layers run): the latency model of
+    the node's latency deadline (``control/latency_budget.py``) counts the rest as fixed."""
+    layers = components["layers"]
+    full = components["embed"] + components["router"] + components["head"] + sum(layers)
+    return sum(layers) / len(layers) / full

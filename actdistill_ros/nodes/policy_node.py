@@ -52,8 +52,9 @@ Timing: ``command_timing: timer`` sends one command per control tick; ``predicti
 the moment a prediction is ready (a guard condition wakes the executor) and restarts the timer, so
 with the camera at the control rate commands are forward + transport old, not up to a period more.
 ``latency_budget_ms`` (> 0): the worker lowers/raises the layer cap after each pass by the rule of
-:mod:`actdistill_ros.control.latency_budget` (below the operator's ``max_layers``); ``status``
-reports the cap, the misses and the p95.
+:mod:`actdistill_ros.control.latency_budget` (below the operator's ``max_layers``; one layer's share
+of a full pass, for its latency model, from the checkpoint's FLOP split); ``status`` reports the
+cap, the misses and the p95.
 
 Safety (:mod:`actdistill_ros.control.safety`, :mod:`actdistill_ros.control.monitoring`): input
 ages come from header stamps (at least the time since reception; a stamp further in the future
@@ -341,7 +342,8 @@ class PolicyNode(LifecycleNode):
             if student is None:
                 raise ConfigError("parameter 'latency_budget_ms': a teacher checkpoint has no layers to skip "
                                   "(use 0 with a teacher)")
-            self._deadline = LatencyBudget(cfg.latency_budget_ms, int(self.policy.layers_total))
+            self._deadline = LatencyBudget(cfg.latency_budget_ms, int(self.policy.layers_total),
+                                           layer_share=self._layer_share())
         self._deadline_report = (0, 0, math.nan)
         if cfg.warmup_iterations > 0:
             t0 = time.perf_counter()
@@ -653,6 +655,21 @@ class PolicyNode(LifecycleNode):
                 self._ready_signal.trigger()  # the command goes out now, not at the next tick
             if self._deadline is not None:
                 self._keep_deadline(policy, out.latency_ms, out.layers_executed)
+
+    def _layer_share(self) -> float | None:
+        """One layer's share of a full pass (the FLOP split) for the deadline's latency model;
+        None (no fixed cost: slower to raise the cap again) when the policy can not count it."""
+        from actdistill_ros.core.flops import layer_share
+
+        try:
+            share = layer_share(self.policy.flops_components())
+        except Exception as exc:  # noqa: BLE001 -- a model the counter can not run still gets a deadline
+            self.get_logger().warning(f"latency budget: no FLOP split ({type(exc).__name__}: {exc}); "
+                                      "the cap comes back up more slowly")
+            return None
+        self.get_logger().info(f"latency budget {self.cfg.latency_budget_ms:g} ms: one layer is {share:.1%} "
+                               "of a full pass (FLOP split)")
+        return share
 
     def _apply_budget(self, policy) -> None:
         """Worker thread: the operator's budget, capped further by the latency deadline."""
