@@ -15,7 +15,8 @@ at most the last ``window`` of them (40: 4 s at 10 Hz), and at the layers those 
   the budget (at least one layer less, at least ``min_cap``); a cap above what the student runs
   is never cut by a quiet window.
 * **Raise** one layer per full window when the p95 predicted at ``cap + 1`` layers stays under
-  ``raise_below`` x budget (the margin keeps a cut and a raise from alternating).
+  ``raise_below`` x budget (the margin keeps a cut and a raise from alternating), predicted as if
+  the new cap were used in full: a cap above what the router runs climbs only as far as that fits.
 * **The latency model counts fixed costs**: a pass costs ``1 - (layers_total - L) * layer_share``
   of a full pass, where ``layer_share`` is one decoder layer's fraction of a full pass (the node
   takes it from the checkpoint's FLOP split: stem/embeddings, router and head do not shrink with
