@@ -24,7 +24,7 @@ setup(
     ],
     install_requires=[
         "torch>=2.2",
-        "transformers>=4.45",
+        "transformers>=5.24",  # the oldest the tests pass with (5.23: KV-cached OpenVLA-style decoding differs)
         "peft>=0.13",  # LoRA adapters for memory-aware training (memory.lora_rank)
         "safetensors>=0.4",
         "numpy>=1.24",
@@ -34,6 +34,7 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6",
         "mujoco>=3.1",
+        "num2words>=0.5",  # SmolVLM's processor imports it even for images
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},
     entry_points={

@@ -12,7 +12,17 @@ so that the routes cannot move at all.
 First, without any training, the same student at a uniform depth: every sample runs its own
 ``k`` highest-scoring layers (``min_layers = max_layers = k``) instead of as many as pass the
 threshold. If that beats the routed student at the same mean depth, the router's per-input choice
-of *how many* layers to run is what costs accuracy. ``--depth-only`` stops there.
+of *how many* layers to run is what costs accuracy. Then, on the same weights, does an input's
+*own* route carry information? Each held-out input runs (a) its own route, (b) another input's
+route (the routes shuffled among the inputs: the same mix of routes, no information about the
+input; 5 shuffles), (c) the most common route for every input, (d) every fixed set of layers of
+the student's depth (the best of them was picked on these very inputs: an optimistic bound for a
+static route on this backbone), (e) each input its own best fixed set, among the routes the router
+uses and among all (oracles: what a perfect router could reach on these weights at this depth;
+a minimum per input is biased low by noise alone, the more so the more sets it picks from).
+If (a) is no better than (b), per-input routing earns nothing on these weights; the gap between
+(d) and (e) is what a better router could gain.
+``--depth-only`` stops after these tables (no training).
 
     python benchmarks/router_diagnostic.py --run runs/shipped/distill --out runs/router_diagnostic --threads 1
     python benchmarks/router_diagnostic.py --run runs/shipped/distill --out runs/router_diagnostic_frozen \
@@ -22,6 +32,7 @@ of *how many* layers to run is what costs accuracy. ``--depth-only`` stops there
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -34,7 +45,8 @@ from actdistill_ros.core.bench import BenchConfig, benchmark
 from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.pipeline import _split
-from actdistill_ros.core.training import evaluate
+from actdistill_ros.core.route_stats import route_statistics
+from actdistill_ros.core.training import evaluate, predict
 
 AFTER_THE_LAYERS = ("layers", "final_norm", "action_head", "normalizer", "rotary")
 ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_fraction", "layer_frequency",
@@ -43,8 +55,11 @@ ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_frac
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True,
+    parser.add_argument("--run", type=Path, default=Path("."),
                         help="a distillation job's output_dir (teacher/, student/, dataset/)")
+    parser.add_argument("--student", type=Path, help="the student to diagnose (default: RUN/student)")
+    parser.add_argument("--teacher", type=Path, help="its teacher (default: RUN/teacher)")
+    parser.add_argument("--dataset", type=Path, help="its dataset (default: RUN/dataset)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--freeze-embedding", action="store_true",
@@ -55,7 +70,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    student_dir, teacher_dir, dataset_dir = args.run / "student", args.run / "teacher", args.run / "dataset"
+    student_dir = args.student or args.run / "student"
+    teacher_dir, dataset_dir = args.teacher or args.run / "teacher", args.dataset or args.run / "dataset"
     job = json.loads((student_dir / "config.json").read_text())["distillation"]["config"]
     optim = OptimConfig(**job["student"])
     teacher = load_teacher(teacher_dir)
@@ -68,6 +84,14 @@ def main() -> int:
     for row in depth["rows"]:
         print(f"{row['route']}: layers run {row['executed_layer_fraction']:.3f}, held-out action error "
               f"{row['action_error_ratio']:.3f}x the teacher's")
+    information = route_information(student, held_out, depth["teacher_action_mse"], args.device)
+    (args.out / "route_information.json").write_text(json.dumps(information, indent=2))
+    for row in information["rows"]:
+        spread = f" (sd {row['action_error_ratio_sd']:.3f} over {row['repeats']})" if "repeats" in row else ""
+        print(f"{row['routes']}: held-out action error {row['action_error_ratio']:.3f}x the teacher's{spread}")
+    for group in information["by_own_route"]:
+        print(f"inputs the router sends to {group['route']} ({group['share']:.0%}): {group['own_error_ratio']:.3f}x "
+              f"there, {group['most_common_route_error_ratio']:.3f}x on the most common route")
     if args.depth_only:
         return 0
 
@@ -107,6 +131,77 @@ def uniform_depth(student, teacher, held_out, device: str) -> dict:
                      "action_mse": result["action_mse"], "action_error_ratio": result["action_mse"] / teacher_mse})
     student.min_layers, student.max_layers = trained
     return {"teacher_action_mse": teacher_mse, "held_out_samples": len(held_out), "rows": rows}
+
+
+@torch.no_grad()
+def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int = 64) -> torch.Tensor:
+    """Per-sample held-out action MSE [N] (normalised units, as ``training.evaluate``) with ``keep`` [N, L] forced."""
+    student.eval()
+    normalizer = student.backbone.normalizer
+    errors = []
+    for start in range(0, len(data), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data)))
+        inputs, targets = data.rows(rows, device)
+        batch = student.backbone.embed(inputs)
+        predicted = student.executor.run(batch, keep[rows]).float()
+        target = normalizer.normalize(targets.to(predicted.device)).float()
+        errors.append(((predicted - target) ** 2).mean((1, 2)).cpu())
+    return torch.cat(errors)
+
+
+def route_information(student, held_out, teacher_mse: float, device: str, shuffles: int = 5) -> dict:
+    """Own routes against shuffled, most common and every fixed route of the same depth (module doc)."""
+    _, executed = predict(student, held_out, routed=True)
+    executed = executed.bool().cpu()
+    stats = route_statistics(executed)
+    depth = int(round(stats["layers_per_sample"]["mean"]))
+
+    per_sample = {}
+
+    def row(name: str, keep: torch.Tensor) -> dict:
+        per_sample[name] = run_routes(student, held_out, keep, device)
+        mse = per_sample[name].mean().item()
+        return {"routes": name, "action_mse": mse, "action_error_ratio": mse / teacher_mse,
+                "executed_layer_fraction": keep.float().mean().item()}
+
+    rows = [row("own route (as trained)", executed)]
+    generator = torch.Generator().manual_seed(0)
+    shuffled = [row("shuffled", executed[torch.randperm(len(executed), generator=generator)]) for _ in range(shuffles)]
+    ratios = torch.tensor([r["action_error_ratio"] for r in shuffled])
+    rows.append({**shuffled[0], "routes": "another input's route (shuffled)", "action_mse": None,
+                 "action_error_ratio": ratios.mean().item(), "action_error_ratio_sd": ratios.std().item(),
+                 "repeats": shuffles})
+    common = stats["top_routes"][0]["layers"]
+    common_name = f"most common route {common} for every input"
+    rows.append(row(common_name, _fixed(common, executed)))
+    # did the router send each input where it does better? inputs grouped by their own route
+    by_route = []
+    for share in stats["top_routes"]:
+        mask = (executed == _fixed(share["layers"], executed[:1])).all(1)
+        by_route.append({"route": share["layers"], "share": share["share"],
+                         "own_error_ratio": per_sample["own route (as trained)"][mask].mean().item() / teacher_mse,
+                         "most_common_route_error_ratio": per_sample[common_name][mask].mean().item() / teacher_mse})
+    fixed = [row(f"fixed {list(route)}", _fixed(route, executed))
+             for route in itertools.combinations(range(student.num_layers), depth)]
+    best = min(fixed, key=lambda r: r["action_error_ratio"])
+    rows.append({**best, "routes": f"best fixed set of {depth} ({best['routes'][6:]}; picked on these inputs)"})
+    # oracles: the minimum over routes per input is biased low (by noise alone), the more so the more routes
+    used = [f"fixed {list(share['layers'])}" for share in stats["top_routes"]
+            if len(share["layers"]) == depth and f"fixed {list(share['layers'])}" in per_sample]
+    for name, candidates in ((f"oracle among the router's own routes ({len(used)})", used),
+                             (f"oracle among every set of {depth} ({len(fixed)})", [r["routes"] for r in fixed])):
+        oracle = torch.stack([per_sample[c] for c in candidates]).min(0).values.mean().item()
+        rows.append({"routes": f"{name}: each input its best (a bound for any router on these weights)",
+                     "action_mse": oracle, "action_error_ratio": oracle / teacher_mse,
+                     "executed_layer_fraction": depth / student.num_layers})
+    return {"teacher_action_mse": teacher_mse, "held_out_samples": len(held_out), "depth": depth,
+            "route_shares": stats["top_routes"], "rows": rows, "by_own_route": by_route, "every_fixed_set": fixed}
+
+
+def _fixed(route, like: torch.Tensor) -> torch.Tensor:
+    keep = torch.zeros_like(like)
+    keep[:, list(route)] = True
+    return keep
 
 
 if __name__ == "__main__":

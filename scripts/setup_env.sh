@@ -94,7 +94,7 @@ PACKAGES_STAMP_FILE="$VENV/.actdistill_packages.stamp"
 INTERFACES_STAMP_FILE="$VENV/.actdistill_interfaces.stamp"
 PACKAGES_STAMP="$({
   printf 'root=%s\npython=%s\n' "$ROOT" "$("$BASE_PY" -c 'import sys; print(sys.version)')"
-  hash_files scripts/setup_env.sh setup.py pyproject.toml
+  hash_files scripts/setup_env.sh setup.py pyproject.toml constraints.txt
 } | sha256sum | cut -d' ' -f1)"
 INTERFACES_STAMP="$({
   echo "$PACKAGES_STAMP"
@@ -257,13 +257,25 @@ else
   "${PIP[@]}" install "$TORCH_PIN" || die "pip install $TORCH_PIN failed"
 fi
 
+# --- 2b. the tested set: constraints.txt pins what the suite last passed with (written by
+# scripts/freeze_constraints.sh for one Python version; other versions get setup.py's floors) --
+CONSTRAINTS=()
+TESTED_PY="$(sed -n 's/^# python //p' constraints.txt 2>/dev/null | head -1)"
+THIS_PY="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+if [[ -n "$TESTED_PY" && "$TESTED_PY" == "$THIS_PY" ]]; then
+  CONSTRAINTS=(-c "$ROOT/constraints.txt")
+  log "installing the tested set (constraints.txt, Python $TESTED_PY)"
+else
+  log "constraints.txt is for Python ${TESTED_PY:-?}, this is $THIS_PY: installing setup.py's version floors unpinned"
+fi
+
 # --- 3. ROS 2 wheels (rclpy, Fast DDS, interfaces, rosidl/ament CMake tool chain) ----------
 log "installing the ROS 2 wheels"
-"${PIP[@]}" install -q "${ROS_WHEELS[@]}" || die "pip install of the ROS 2 wheels failed"
+"${PIP[@]}" install -q "${CONSTRAINTS[@]}" "${ROS_WHEELS[@]}" || die "pip install of the ROS 2 wheels failed"
 
 # --- 4. this package, editable, with the dev extras -----------------------------------------
 log "installing actdistill_ros (editable, [dev]) and ${EXTRA_PKGS[*]}"
-"${PIP[@]}" install -q -e "$ROOT[dev]" "${EXTRA_PKGS[@]}" || die "pip install -e .[dev] failed"
+"${PIP[@]}" install -q "${CONSTRAINTS[@]}" -e "$ROOT[dev]" "${EXTRA_PKGS[@]}" || die "pip install -e .[dev] failed"
 
 # --- 4b. offscreen OpenGL for the MuJoCo tabletop (EGL, e.g. Mesa's llvmpipe on a CPU) ---
 gl_ok() {

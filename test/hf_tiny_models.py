@@ -43,7 +43,7 @@ SENTENCES = [
     "reach the red cube touch the blue one",
 ]
 INSTRUCTIONS = ["move to the red cube", "pick up the green one and put it down", "touch the blue one"]
-FAMILIES = ("llava", "idefics3", "paligemma", "qwen2_vl")
+FAMILIES = ("llava", "idefics3", "smolvlm", "paligemma", "qwen2_vl")
 # the tokenizer's base vocabulary is padded with filler words to this size, so that an
 # OpenVLA-style "last 256 ids are action bins" scheme has room below it for real words
 BASE_VOCAB = 320
@@ -156,6 +156,52 @@ def build_idefics3(num_layers: int = 4):
     return Idefics3ForConditionalGeneration(config), processor
 
 
+def build_smolvlm(num_layers: int = 4):
+    """SmolVLM: Idefics3's layout under its own classes; its processor also wants a video processor
+    (torchvision) and num2words, so without torchvision this is the stand-in users get."""
+    from transformers import (
+        LlamaConfig,
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessorPil,
+        SmolVLMProcessor,
+        SmolVLMVisionConfig,
+    )
+    from transformers.utils import is_torchvision_available
+
+    from actdistill_ros.teachers.processors import processor_class_without_video
+
+    tokenizer = tiny_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
+    vision = SmolVLMVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=IMAGE_SIZE, patch_size=PATCH,
+    )
+    text = LlamaConfig(
+        **{**TEXT, "num_hidden_layers": num_layers}, vocab_size=_vocab(tokenizer), pad_token_id=tokenizer.pad_token_id
+    )
+    config = SmolVLMConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    image_processor = SmolVLMImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
+    )
+    seq_len = (IMAGE_SIZE // PATCH) ** 2 // 4  # 4, not the class default 169: a loader must read it from the file
+    if is_torchvision_available():
+        from transformers import SmolVLMVideoProcessor
+
+        processor = SmolVLMProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                     video_processor=SmolVLMVideoProcessor(), image_seq_len=seq_len)
+    else:
+        processor = processor_class_without_video(SmolVLMProcessor)(
+            image_processor=image_processor, tokenizer=tokenizer, video_processor=None, image_seq_len=seq_len
+        )
+    return SmolVLMForConditionalGeneration(config), processor
+
+
 def build_paligemma(num_layers: int = 4):
     """PaliGemma: SigLIP tower -> linear projector -> Gemma, with a bidirectional image+prompt prefix."""
     from transformers import (
@@ -259,6 +305,7 @@ BUILDERS: dict[str, Callable] = {
     "idefics3": build_idefics3,
     "paligemma": build_paligemma,
     "qwen2_vl": build_qwen2_vl,
+    "smolvlm": build_smolvlm,
 }
 
 
@@ -274,6 +321,10 @@ def save_tiny_model(family: str, directory: str | Path, seed: int = 0, num_layer
         path = directory / "preprocessor_config.json"
         path.write_text(
             json.dumps({**json.loads(path.read_text()), "processor_class": type(processor).__name__}, indent=2)
+        )
+        own = {key: getattr(processor, key) for key in ("image_seq_len",) if hasattr(processor, key)}
+        (directory / "processor_config.json").write_text(  # the processor's own settings, as on the hub
+            json.dumps({**own, "processor_class": type(processor).__name__}, indent=2)
         )
     else:
         processor.save_pretrained(directory)

@@ -8,6 +8,7 @@ torchvision they are assembled from their tokenizer and image processor, with no
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -55,9 +56,25 @@ def _without_video(path: Path, cause: Exception) -> Any:
         raise HFTeacherError(f"{path}: cannot load the processor ({type(cause).__name__}: {cause})") from cause
     tokenizer = AutoTokenizer.from_pretrained(path)
     image_processor = AutoImageProcessor.from_pretrained(path)
-    return processor_class_without_video(cls)(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=None
-    )
+    try:
+        return processor_class_without_video(cls)(
+            image_processor=image_processor, tokenizer=tokenizer, video_processor=None, **_own_settings(path, cls)
+        )
+    except ImportError as exc:  # e.g. SmolVLM's processor wants num2words even for images
+        raise HFTeacherError(f"{path}: the {name} needs a package that is not installed: {exc}") from exc
+
+
+def _own_settings(path: Path, cls: type) -> dict[str, Any]:
+    """The processor's own settings saved beside the model (processor_config.json and its chat
+    template, e.g. SmolVLM's ``image_seq_len``): without them the stand-in would use the class
+    defaults, which need not match the model (169 image tokens against the 64 a SmolVLM uses)."""
+    try:
+        settings, _ = cls.get_processor_dict(str(path))
+    except (OSError, ValueError) as exc:
+        raise HFTeacherError(f"{path}: cannot read the processor's settings ({type(exc).__name__}: {exc})") from exc
+    accepted = inspect.signature(cls.__init__).parameters
+    ignored = {"image_processor", "tokenizer", "video_processor", "processor_class", "auto_map"}
+    return {key: value for key, value in settings.items() if key in accepted and key not in ignored}
 
 
 def load_processor(path: str | Path, trust_remote_code: bool = False) -> Any:
