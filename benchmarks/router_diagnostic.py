@@ -18,8 +18,9 @@ route (the routes shuffled among the inputs: the same mix of routes, no informat
 input; 5 shuffles), (c) the most common route for every input, (d) every fixed set of layers of
 the student's depth (the best of them was picked on these very inputs: an optimistic bound for a
 static route on this backbone), (e) each input its own best fixed set, among the routes the router
-uses and among all (oracles: what a perfect router could reach on these weights at this depth;
-a minimum per input is biased low by noise alone, the more so the more sets it picks from).
+uses and among all (oracles: what a perfect router could reach on these weights at this depth; a
+loose bound: the minimum also picks up differences between routes no router could predict from
+the input, the more so the more sets it picks from; route_supervision.py asks what is learnable).
 If (a) is no better than (b), per-input routing earns nothing on these weights; the gap between
 (d) and (e) is what a better router could gain.
 ``--depth-only`` stops after these tables (no training).
@@ -185,7 +186,7 @@ def route_information(student, held_out, teacher_mse: float, device: str, shuffl
              for route in itertools.combinations(range(student.num_layers), depth)]
     best = min(fixed, key=lambda r: r["action_error_ratio"])
     rows.append({**best, "routes": f"best fixed set of {depth} ({best['routes'][6:]}; picked on these inputs)"})
-    # oracles: the minimum over routes per input is biased low (by noise alone), the more so the more routes
+    # oracles: loose bounds (a minimum per input also picks up what no router could predict; module doc)
     used = [f"fixed {list(share['layers'])}" for share in stats["top_routes"]
             if len(share["layers"]) == depth and f"fixed {list(share['layers'])}" in per_sample]
     for name, candidates in ((f"oracle among the router's own routes ({len(used)})", used),
