@@ -99,7 +99,7 @@ def main() -> int:
         "held_out_choice_accuracy": (chosen == held_errors.argmin(1)).float().mean().item(),
         "held_out_choice_chance": 1.0 / len(sets),
         "routes_after": route_statistics(keep)["top_routes"], "routes_before": stats["top_routes"],
-        "history": history, "seconds": seconds, "config": {k: str(v) for k, v in vars(args).items()},
+        "history": history, "seconds": seconds, "config": {k: _portable(v) for k, v in vars(args).items()},
         "torch_threads": torch.get_num_threads(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +110,16 @@ def main() -> int:
           f"(chance {report['held_out_choice_chance']:.0%}); routes after: "
           + ", ".join(f"{r['layers']} {r['share']:.0%}" for r in report["routes_after"]))
     return 0
+
+
+def _portable(value):
+    """A path relative to the working directory where it can be (no machine-specific paths in results)."""
+    if isinstance(value, Path):
+        try:
+            return str(value.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(value)
+    return value
 
 
 def _keep(member_row: torch.Tensor, n: int) -> torch.Tensor:
