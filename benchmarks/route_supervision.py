@@ -13,6 +13,11 @@ the training samples, and the oracle (each held-out input its best set). The exp
 (``OUT/student``, top ``k`` per input) runs in the closed loop like any other:
 ``actdistill eval --student OUT/student``.
 
+``--probe``: also fit a far larger predictor than the router on the same targets, an MLP on the
+frozen student's *unpooled* embeddings (every vision token, the text averaged), to ask whether
+the best route is predictable from the input at all, or only not from what the router sees. It is
+a learnability probe, not a deployable router (nothing exported).
+
     python benchmarks/route_supervision.py --student runs/top2/student --teacher runs/shipped/distill/teacher \
         --dataset runs/shipped/distill/dataset --out runs/route_supervision --threads 1
 """
@@ -47,6 +52,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.1,
                         help="of the soft target softmax(-error / T), errors in units of the teacher's mean error")
+    parser.add_argument("--probe", action="store_true",
+                        help="also fit an MLP on the unpooled embeddings to the same targets (see module)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
@@ -75,6 +82,12 @@ def main() -> int:
     before = run_routes(student, held_out, own.bool(), args.device).mean().item()
     best_on_train = int(train_errors.mean(0).argmin())
 
+    probe = None
+    if args.probe:  # before the router changes nothing it reads (the embedding is frozen either way)
+        probe_pick = fit_probe(student, train, held_out, train_errors / teacher_mse, args)
+        probe = {"held_out_action_error_ratio": held_errors[torch.arange(len(held_out)), probe_pick].mean().item()
+                 / teacher_mse, "held_out_choice_accuracy": (probe_pick == held_errors.argmin(1)).float().mean().item(),
+                 "routes": route_statistics(members[probe_pick].bool())["top_routes"]}
     history = train_router(student, train, train_errors / teacher_mse, members, args)
     chosen = choose(student, held_out, members, args.device, args.batch_size)
     after = held_errors[torch.arange(len(held_out)), chosen].mean().item()
@@ -99,13 +112,19 @@ def main() -> int:
         "held_out_choice_accuracy": (chosen == held_errors.argmin(1)).float().mean().item(),
         "held_out_choice_chance": 1.0 / len(sets),
         "routes_after": route_statistics(keep)["top_routes"], "routes_before": stats["top_routes"],
-        "history": history, "seconds": seconds, "config": {k: _portable(v) for k, v in vars(args).items()},
+        "probe": probe, "history": history, "seconds": seconds,
+        "config": {k: _portable(v) for k, v in vars(args).items()},
         "torch_threads": torch.get_num_threads(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "route_supervision.json").write_text(json.dumps(report, indent=2))
     for row in rows:
         print(f"{row['routes']}: held-out action error {row['action_error_ratio']:.3f}x the teacher's")
+    if probe:
+        print(f"probe (MLP on the unpooled embeddings): held-out action error "
+              f"{probe['held_out_action_error_ratio']:.3f}x the teacher's, picks the best set "
+              f"{probe['held_out_choice_accuracy']:.0%} of the time; routes: "
+              + ", ".join(f"{r['layers']} {r['share']:.0%}" for r in probe["routes"]))
     print(f"held-out: the router picks the input's best set {report['held_out_choice_accuracy']:.0%} of the time "
           f"(chance {report['held_out_choice_chance']:.0%}); routes after: "
           + ", ".join(f"{r['layers']} {r['share']:.0%}" for r in report["routes_after"]))
@@ -159,6 +178,47 @@ def train_router(student, train, errors: torch.Tensor, members: torch.Tensor, ar
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
     student.requires_grad_(False)
     return history
+
+
+@torch.no_grad()
+def embedding_features(student, data, device: str, batch_size: int = 64) -> torch.Tensor:
+    """[N, F]: every vision token's embedding (a fixed count per sample) and the text's mean."""
+    features = []
+    for start in range(0, len(data), batch_size):
+        inputs, _ = data.rows(torch.arange(start, min(start + batch_size, len(data))), device)
+        batch = student.backbone.embed(inputs)
+        hidden, vision, text = batch.hidden.float(), batch.vision_mask, batch.text_mask
+        tokens = hidden[vision].view(hidden.shape[0], -1, hidden.shape[-1]).flatten(1)
+        text_mean = (hidden * text[..., None]).sum(1) / text.sum(1, keepdim=True).clamp_min(1)
+        features.append(torch.cat([tokens, text_mean], 1).cpu())
+    return torch.cat(features)
+
+
+def fit_probe(student, train, held_out, errors: torch.Tensor, args, hidden: int = 256) -> torch.Tensor:
+    """An MLP from the unpooled embeddings to the sets' soft ranking; -> its held-out picks."""
+    x_train = embedding_features(student, train, args.device)
+    x_held = embedding_features(student, held_out, args.device)
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    x_train, x_held = (x_train - mean) / std, (x_held - mean) / std
+    mlp = torch.nn.Sequential(torch.nn.Linear(x_train.shape[1], hidden), torch.nn.GELU(), torch.nn.Dropout(0.2),
+                              torch.nn.Linear(hidden, errors.shape[1]))
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=args.lr, weight_decay=0.05)
+    targets = torch.softmax(-errors / args.temperature, 1)
+    steps = args.epochs * ((len(x_train) + args.batch_size - 1) // args.batch_size)
+    with tqdm(total=steps, desc="probe", unit="step") as bar:
+        for _ in range(args.epochs):
+            mlp.train()
+            order = torch.randperm(len(x_train))
+            for start in range(0, len(x_train), args.batch_size):
+                rows = order[start:start + args.batch_size]
+                loss = -(targets[rows] * torch.log_softmax(mlp(x_train[rows]), 1)).sum(1).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                bar.update(1)
+    mlp.eval()
+    with torch.no_grad():
+        return mlp(x_held).argmax(1)
 
 
 @torch.no_grad()
