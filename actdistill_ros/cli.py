@@ -65,6 +65,8 @@ def _print_progress(event: dict) -> None:
         print(f"[{event.get('stage')}] {event.get('state')}", flush=True)
     elif event.get("state") == "warning":
         print(f"[{event.get('stage')}] warning: {event.get('message')}", flush=True)
+    elif event.get("state") == "verdict":
+        print(f"[{event.get('stage')}] verdict: {event.get('message')}", flush=True)
     for skipped in event.get("skipped") or ():  # on the console too, not only in report.json
         print(f"  skipped: {skipped['reason']}", flush=True)
 

@@ -27,6 +27,7 @@ from actdistill_ros.core.policies import load_policy
 from actdistill_ros.core.training import build_tensor_data, evaluate
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.distill_job.job import train_samples
+from actdistill_ros.distill_job.report import baseline_verdict
 
 from core_helpers import TINY, tiny_inputs, tiny_teacher
 from test_distill_job import build_demo, job_mapping
@@ -120,6 +121,34 @@ def test_job_trains_baselines_at_the_students_layer_count_with_the_same_budget(d
     markdown = result.report_md.read_text()
     assert "## Baselines" in markdown and "static_untuned" in markdown
     assert any(e["stage"] == "baselines" and e["state"] == "done" for e in events)
+    # the verdict: the pure rule's answer on the report's own numbers, in report.json, .md and on the console
+    assert report["baseline_verdict"] == baseline_verdict(report) and report["baseline_verdict"]
+    assert f"**Verdict:** {report['baseline_verdict']}." in markdown
+    assert [e["message"] for e in events if e["state"] == "verdict"] == [report["baseline_verdict"]]
     # a rerun reuses everything
     again = json.loads(run_distill_job(cfg).report_json.read_text())
     assert again["baselines"].keys() == report["baselines"].keys()
+
+
+def _numbers(error: float, flops: float = 0.43, checkpoint: str = "out/baselines/x") -> dict:
+    return {"action_error_ratio": error, "flops_ratio": flops, "checkpoint": checkpoint}
+
+
+def test_verdict_names_a_baseline_that_beats_the_router_and_where_to_find_it():
+    report = {"action_error_ratio": 1.35, "flops_ratio": 0.44,
+              "baselines": {"static": _numbers(1.03, checkpoint="out/baselines/static"), "random": _numbers(1.27),
+                            "static_untuned": _numbers(1.87)}}
+    verdict = baseline_verdict(report)
+    assert verdict.startswith("baseline 'static' beats the routed student") and "out/baselines/static" in verdict
+    assert "1.030 vs 1.350" in verdict
+
+
+def test_verdict_for_a_router_that_wins_a_tie_and_no_baselines():
+    assert baseline_verdict({"action_error_ratio": 1.0, "flops_ratio": 0.44,
+                             "baselines": {"static": _numbers(1.2)}}).startswith("the routed student beats every")
+    assert "within 5%" in baseline_verdict({"action_error_ratio": 1.0, "flops_ratio": 0.44,
+                                            "baselines": {"static": _numbers(0.98)}})
+    assert baseline_verdict({"action_error_ratio": 1.0, "flops_ratio": 0.44, "baselines": {}}) is None
+    # a baseline that spends more compute than the student is no rival
+    assert baseline_verdict({"action_error_ratio": 1.3, "flops_ratio": 0.44,
+                             "baselines": {"static": _numbers(1.0, flops=0.6)}}) is None

@@ -87,9 +87,10 @@ class JobResult:
 class _Progress:
     """Builds the progress events (JSON-ready dicts) and serialises calls to the callback.
 
-    Event keys: ``stage`` (ingest|teacher|probe|student|export|report|job), ``state``
-    (started|running|done|skipped|stopped|failed|warning), ``stage_index``/``num_stages``, ``fraction`` of the
-    stage (0..1), ``step``/``total`` when counted, ``message``, plus stage details (loss terms...).
+    Event keys: ``stage`` (ingest|teacher|probe|student|baselines|export|report|job), ``state``
+    (started|running|done|skipped|stopped|failed|warning|verdict: the baselines against the student),
+    ``stage_index``/``num_stages``, ``fraction`` of the stage (0..1), ``step``/``total`` when counted,
+    ``message``, plus stage details (loss terms...).
     """
 
     def __init__(self, callback: ProgressCallback | None, stages: list[str]) -> None:
@@ -624,6 +625,8 @@ class _Job:
         report["seconds"] = dict(self.seconds)
         json_path.write_text(json.dumps(report, indent=2, default=str))
         self.emit("report", "done", report=str(json_path))
+        if report.get("baseline_verdict"):
+            self.emit("baselines", "verdict", message=report["baseline_verdict"])
         headline = {k: report.get(k) for k in ("student_checkpoint", "flops_ratio", "speedup",
                                                "executed_layer_fraction", "action_error_ratio")}
         self.emit("job", "done", fraction=1.0, **headline)

@@ -110,6 +110,7 @@ def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, tea
         "top_routes": bench["top_routes"],
         "warnings": list(warnings or []),
         "baselines": baseline_results,
+        "baseline_verdict": None,
         "episodes": int(dataset_summary.get("episodes", 0)),
         "steps": int(dataset_summary.get("steps", 0)),
         "skipped_bags": list(dataset_summary.get("skipped_bags", [])),
@@ -126,6 +127,7 @@ def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, tea
         "seconds": dict(seconds or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    report["baseline_verdict"] = baseline_verdict(report)
     json_path = out_dir / REPORT_JSON
     json_path.write_text(json.dumps(report, indent=2, default=str))
     md_path = out_dir / REPORT_MD
@@ -138,6 +140,34 @@ def _baseline_numbers(bench: dict[str, Any], path: Path) -> dict[str, Any]:
             "speedup": bench["speedup"], "action_error_ratio": bench["action_error_ratio"],
             "executed_layer_fraction": bench["executed_layer_fraction"], "distinct_routes": bench["distinct_routes"],
             "layer_frequency": bench["layer_frequency"]}
+
+
+# a baseline "wins" when its held-out action error is lower than the student's by more than this
+# share (one run's noise between equal models is a few percent) at no more FLOPs (within 0.01)
+VERDICT_MARGIN = 0.05
+
+
+def baseline_verdict(report: dict[str, Any]) -> str | None:
+    """Does the learned router earn its keep against the baselines of the same run? One sentence
+    for the console and the report (None without baselines). Offline numbers only: the closed
+    loop may not separate them (see the README's results)."""
+    rivals = {name: r for name, r in (report.get("baselines") or {}).items()
+              if r["flops_ratio"] <= report["flops_ratio"] + 0.01}
+    if not rivals:
+        return None
+    student = report["action_error_ratio"]
+    name, best = min(rivals.items(), key=lambda item: item[1]["action_error_ratio"])
+    if best["action_error_ratio"] < student * (1.0 - VERDICT_MARGIN):
+        return (f"baseline '{name}' beats the routed student at the same compute (held-out action error "
+                f"{best['action_error_ratio']:.3f} vs {student:.3f} of the teacher's, FLOPs {best['flops_ratio']:.3f} "
+                f"vs {report['flops_ratio']:.3f}): the router does not earn its keep on this data; "
+                f"{best['checkpoint']} is a student checkpoint like any other and can be deployed instead")
+    if student < best["action_error_ratio"] * (1.0 - VERDICT_MARGIN):
+        return (f"the routed student beats every baseline at the same compute (held-out action error {student:.3f} "
+                f"vs {best['action_error_ratio']:.3f} for '{name}', the best of them)")
+    return (f"the routed student and the best baseline ('{name}') are within {VERDICT_MARGIN:.0%} of each other "
+            f"(held-out action error {student:.3f} vs {best['action_error_ratio']:.3f}): no evidence that the "
+            f"router earns its keep on this data")
 
 
 def baselines_markdown(report: dict[str, Any]) -> list[str]:
@@ -192,6 +222,8 @@ def report_markdown(report: dict[str, Any], bench_md: str) -> str:
     ]
     if report.get("baselines"):
         lines += ["## Baselines (same layers per pass, same training budget)", ""] + baselines_markdown(report) + [""]
+        if report.get("baseline_verdict"):
+            lines += [f"**Verdict:** {report['baseline_verdict']}.", ""]
     lines += [
         "## Training",
         "",
