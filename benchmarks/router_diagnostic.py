@@ -66,6 +66,9 @@ def main() -> int:
     parser.add_argument("--freeze-embedding", action="store_true",
                         help="train only the decoder layers and the head: the router's inputs, and so its routes, stay")
     parser.add_argument("--depth-only", action="store_true", help="only the uniform-depth table (no fine-tuning)")
+    parser.add_argument("--reference", choices=("demonstrations", "teacher"), default="demonstrations",
+                        help="route table errors against the recorded actions or the teacher's (in units of "
+                             "the teacher's own error on the recordings either way): is an oracle's gain label noise?")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
     if args.threads:
@@ -85,8 +88,11 @@ def main() -> int:
     for row in depth["rows"]:
         print(f"{row['route']}: layers run {row['executed_layer_fraction']:.3f}, held-out action error "
               f"{row['action_error_ratio']:.3f}x the teacher's")
-    information = route_information(student, held_out, depth["teacher_action_mse"], args.device)
-    (args.out / "route_information.json").write_text(json.dumps(information, indent=2))
+    reference = predict(teacher, held_out, routed=False)[0] if args.reference == "teacher" else None
+    information = route_information(student, held_out, depth["teacher_action_mse"], args.device, reference=reference)
+    information["reference"] = args.reference
+    name = "route_information" + ("" if args.reference == "demonstrations" else f"_{args.reference}") + ".json"
+    (args.out / name).write_text(json.dumps(information, indent=2))
     for row in information["rows"]:
         spread = f" (sd {row['action_error_ratio_sd']:.3f} over {row['repeats']})" if "repeats" in row else ""
         print(f"{row['routes']}: held-out action error {row['action_error_ratio']:.3f}x the teacher's{spread}")
@@ -135,8 +141,10 @@ def uniform_depth(student, teacher, held_out, device: str) -> dict:
 
 
 @torch.no_grad()
-def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int = 64) -> torch.Tensor:
-    """Per-sample held-out action MSE [N] (normalised units, as ``training.evaluate``) with ``keep`` [N, L] forced."""
+def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int = 64,
+               reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample held-out action MSE [N] (normalised units, as ``training.evaluate``) with ``keep`` [N, L]
+    forced; against the recorded actions, or ``reference`` (normalised chunks [N, H, A], e.g. the teacher's)."""
     student.eval()
     normalizer = student.backbone.normalizer
     errors = []
@@ -145,13 +153,16 @@ def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int =
         inputs, targets = data.rows(rows, device)
         batch = student.backbone.embed(inputs)
         predicted = student.executor.run(batch, keep[rows]).float()
-        target = normalizer.normalize(targets.to(predicted.device)).float()
+        target = (normalizer.normalize(targets.to(predicted.device)).float() if reference is None
+                  else reference[rows].to(predicted.device).float())
         errors.append(((predicted - target) ** 2).mean((1, 2)).cpu())
     return torch.cat(errors)
 
 
-def route_information(student, held_out, teacher_mse: float, device: str, shuffles: int = 5) -> dict:
-    """Own routes against shuffled, most common and every fixed route of the same depth (module doc)."""
+def route_information(student, held_out, teacher_mse: float, device: str, shuffles: int = 5,
+                      reference: torch.Tensor | None = None) -> dict:
+    """Own routes against shuffled, most common and every fixed route of the same depth (module doc);
+    errors against the recorded actions or ``reference`` (in units of ``teacher_mse`` either way)."""
     _, executed = predict(student, held_out, routed=True)
     executed = executed.bool().cpu()
     stats = route_statistics(executed)
@@ -160,7 +171,7 @@ def route_information(student, held_out, teacher_mse: float, device: str, shuffl
     per_sample = {}
 
     def row(name: str, keep: torch.Tensor) -> dict:
-        per_sample[name] = run_routes(student, held_out, keep, device)
+        per_sample[name] = run_routes(student, held_out, keep, device, reference=reference)
         mse = per_sample[name].mean().item()
         return {"routes": name, "action_mse": mse, "action_error_ratio": mse / teacher_mse,
                 "executed_layer_fraction": keep.float().mean().item()}
