@@ -36,7 +36,7 @@ from router_diagnostic import run_routes  # benchmarks/ is the script's director
 from tqdm import tqdm
 
 from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
-from actdistill_ros.core.pipeline import _split
+from actdistill_ros.core.pipeline import split_dataset
 from actdistill_ros.core.route_stats import route_statistics
 from actdistill_ros.core.training import evaluate, predict
 
@@ -63,7 +63,7 @@ def main() -> int:
 
     job = json.loads((args.student / "config.json").read_text())["distillation"]["config"]
     teacher = load_teacher(args.teacher)
-    train, held_out = _split(args.dataset, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
+    train, held_out = split_dataset(args.dataset, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
     teacher_mse = evaluate(teacher.to(args.device), held_out, routed=False)["action_mse"]
     student = load_student(args.student).to(args.device)
     _, own = predict(student, held_out, routed=True)

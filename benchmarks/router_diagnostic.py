@@ -45,7 +45,7 @@ from actdistill_ros.core.baselines import finetune_routed
 from actdistill_ros.core.bench import BenchConfig, benchmark
 from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.config import OptimConfig
-from actdistill_ros.core.pipeline import _split
+from actdistill_ros.core.pipeline import split_dataset
 from actdistill_ros.core.route_stats import route_statistics
 from actdistill_ros.core.training import evaluate, predict
 
@@ -79,7 +79,7 @@ def main() -> int:
     job = json.loads((student_dir / "config.json").read_text())["distillation"]["config"]
     optim = OptimConfig(**job["student"])
     teacher = load_teacher(teacher_dir)
-    train, held_out = _split(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
+    train, held_out = split_dataset(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
     student = load_student(student_dir).to(args.device)
     student.router.requires_grad_(False)
     depth = uniform_depth(student, teacher, held_out, args.device)

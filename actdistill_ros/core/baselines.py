@@ -31,7 +31,7 @@ from .loop import LoopResult, run_loop
 from .memory import apply_memory_options, autocast, check_memory_options, trainable_parameters
 from .student import RoutedStudent
 from .teacher import VLATeacher
-from .training import TensorData, _finish, evaluate
+from .training import TensorData, evaluate, finish_training
 
 BASELINES = ("static", "static_untuned", "random")
 SELECTION_SAMPLES = 2048  # training samples the greedy selection scores each candidate set on
@@ -115,4 +115,4 @@ def finetune_routed(student: RoutedStudent, data: TensorData, cfg: OptimConfig, 
         return out.task_loss, {"task": out.task_loss.item(), "executed": out.gates.detach().float().mean().item()}
 
     result = run_loop(name, run_dir, {"student": student}, optimizer, cfg, len(data), step, stop_after, world=world)
-    return _finish(result, student, world)
+    return finish_training(result, student, world)

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, dict], None]
 
 
-def _split(dataset_dir: str | Path, held_out_fraction: float, teacher,
+def split_dataset(dataset_dir: str | Path, held_out_fraction: float, teacher,
            max_train_episodes: int = 0) -> tuple[TensorData, TensorData]:
     """The same episode split for every stage; optionally only the first training episodes."""
     dataset = EpisodeDataset.load(dataset_dir)
@@ -75,7 +75,7 @@ def _split(dataset_dir: str | Path, held_out_fraction: float, teacher,
     return build_tensor_data(train, teacher), build_tensor_data(held_out, teacher, id_offset=n_train)
 
 
-def _dataset_provenance(dataset_dir: str | Path) -> dict:
+def dataset_provenance(dataset_dir: str | Path) -> dict:
     """What a checkpoint records about its data: no absolute paths (they are machine-specific)."""
     meta = json.loads((Path(dataset_dir) / "dataset.json").read_text())  # the index only, not the episodes
     return {"name": Path(dataset_dir).name, "episodes": meta.get("num_episodes"), "steps": meta.get("num_steps"),
@@ -118,7 +118,7 @@ def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: Teac
     torch.manual_seed(cfg.optim.seed)
     device = device_for(world, resolve_device(cfg.device))
     teacher = TinyVLA(cfg.model)
-    train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher)
+    train, held_out = split_dataset(dataset_dir, cfg.held_out_fraction, teacher)
     teacher.to(device)
     result = train_teacher(teacher, train, cfg.optim, run_dir, stop_after=stop_after, memory=cfg.memory, world=world,
                            augment_shift_px=cfg.augment_shift_px)
@@ -128,7 +128,7 @@ def run_teacher_training(dataset_dir: str | Path, out_dir: str | Path, cfg: Teac
     teacher = result.model.to(device)
     metrics = evaluate(teacher, held_out, routed=False)
     save_teacher(teacher.cpu(), teacher_dir, extra={"training": {
-        "config": to_dict(cfg), "held_out": metrics, "dataset": _dataset_provenance(dataset_dir)}})
+        "config": to_dict(cfg), "held_out": metrics, "dataset": dataset_provenance(dataset_dir)}})
     mark_done(run_dir, "teacher", {"steps": result.steps, "held_out": metrics}, identity)
     world.barrier()
     return teacher_dir
@@ -174,7 +174,7 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     probe_finished = stage_done(run_dir, "probe", probe_identity)
     student_finished = stage_done(run_dir, "student", student_identity)
     teacher = load_teacher(teacher_dir).to(device)
-    train, held_out = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
+    train, held_out = split_dataset(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
     notify("data", {"train_samples": len(train), "held_out_samples": len(held_out)})
 
     probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, cfg.graph).to(device)
@@ -258,7 +258,7 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         "train_samples": len(train),
     }
     save_student(student.cpu(), student_dir, extra={"distillation": {
-        "teacher_sha256": teacher_sha, "dataset": _dataset_provenance(dataset_dir),
+        "teacher_sha256": teacher_sha, "dataset": dataset_provenance(dataset_dir),
         "config": to_dict(cfg), "held_out": metrics}})
     (out_dir / "distill_metrics.json").write_text(json.dumps(metrics, indent=2))
     notify("export", {"student": str(student_dir), **metrics})
@@ -291,8 +291,8 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
         clear_stages(run_dir, ["baseline"])
     device = resolve_device(cfg.device)
     teacher = load_teacher(teacher_dir).to(device)
-    train, _ = _split(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
-    provenance = {"teacher_sha256": weights_sha256(teacher_dir), "dataset": _dataset_provenance(dataset_dir)}
+    train, _ = split_dataset(dataset_dir, cfg.held_out_fraction, teacher, cfg.max_train_episodes)
+    provenance = {"teacher_sha256": weights_sha256(teacher_dir), "dataset": dataset_provenance(dataset_dir)}
     everything = to_dict(cfg)
     settings = {k: everything[k] for k in ("student", "memory", "held_out_fraction", "max_train_episodes")}
 

@@ -217,10 +217,10 @@ def train_teacher(teacher: VLATeacher, data: TensorData, cfg: OptimConfig, run_d
 
     result = run_loop("teacher", run_dir, {"teacher": teacher}, optimizer, cfg, len(data), step, stop_after,
                       world=world, oom_advice=out_of_memory_advice(memory, cfg.batch_size, world.distributed))
-    return _finish(result, teacher, world)
+    return finish_training(result, teacher, world)
 
 
-def _finish(result: LoopResult, model: nn.Module, world: World) -> LoopResult:
+def finish_training(result: LoopResult, model: nn.Module, world: World) -> LoopResult:
     """Set ``result.model``: unsharded (FSDP), LoRA merged (when training finished), no checkpointing."""
     trained = world.unwrap(model)
     if trained is not None:
@@ -389,7 +389,7 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
     result = run_loop("student", run_dir, {"student": student}, optimizer, cfg.student, len(data), step, stop_after,
                       world=world, oom_advice=out_of_memory_advice(cfg.memory, cfg.student.batch_size,
                                                                    world.distributed), on_step=on_step)
-    return _finish(result, student, world)
+    return finish_training(result, student, world)
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 from ..core.checkpoint import save_teacher, weights_sha256
 from ..core.config import OptimConfig, to_dict
 from ..core.device import resolve_device
-from ..core.pipeline import _dataset_provenance, _split, dataset_sha256
+from ..core.pipeline import dataset_provenance, dataset_sha256, split_dataset
 from ..core.training import clear_stages, evaluate, mark_done, mark_started, stage_done, stage_identity, train_teacher
 from .loading import load_hf_teacher
 from .options import HFTeacherOptions
@@ -55,7 +55,7 @@ def prepare_hf_teacher(
     mark_started(run_dir, "teacher", identity)
     torch.manual_seed(seed)
     teacher = load_hf_teacher(model_dir, options)
-    train, held_out = _split(dataset_dir, held_out_fraction, teacher)
+    train, held_out = split_dataset(dataset_dir, held_out_fraction, teacher)
     teacher.to(resolve_device(device))
     info: dict = {"model_dir": str(Path(model_dir).resolve()), "head": options.head}
     if getattr(teacher.action_head, "needs_fitting", False):
@@ -71,7 +71,7 @@ def prepare_hf_teacher(
             "optim": to_dict(optim),
         }
     info["held_out"] = evaluate(teacher, held_out, routed=False)
-    save_teacher(teacher.cpu(), teacher_dir, extra={"training": {**info, "dataset": _dataset_provenance(dataset_dir)}})
+    save_teacher(teacher.cpu(), teacher_dir, extra={"training": {**info, "dataset": dataset_provenance(dataset_dir)}})
     mark_done(run_dir, "teacher", {"steps": info.get("head_fitting", {}).get("steps", 0), "held_out": info["held_out"]},
               identity)
     return teacher_dir, True
