@@ -33,6 +33,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",
+        "pydantic>=2.5",  # the typed configs (core/config.py), their validation and the node parameters
         "mujoco>=3.1",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},

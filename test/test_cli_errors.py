@@ -35,9 +35,9 @@ def test_out_naming_an_existing_file(tmp_path, capsys):
 
 @pytest.mark.parametrize(("value", "match"), [
     ("keep_ratio=[1, 2]]", "keep_ratio: '[1, 2]]' is not a valid list/mapping"),
-    ("keep_ratio=[1", "keep_ratio: expected float, got '[1'"),
+    ("keep_ratio=[1", "keep_ratio: must be a number, got '[1'"),
     ("=3", "override '=3': empty key"),
-    ("epochs=many", "epochs: expected int"),
+    ("epochs=many", "epochs: must be an integer, got 'many'"),
 ])
 def test_bad_set_values(tmp_path, capsys, value, match):
     _fails(capsys, _distill(tmp_path, "--bags", str(tmp_path), "--out", str(tmp_path / "out"), "--set", value), match)

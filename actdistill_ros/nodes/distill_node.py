@@ -44,9 +44,9 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from actdistill_ros.core.config import ConfigError
+from actdistill_ros.core.config import ConfigError, unflatten
 from actdistill_ros.distill_job import USER_ERRORS, DistillJobConfig, config_from_mapping, run_distill_job
-from actdistill_ros.distill_job.config import field_docs, unflatten
+from actdistill_ros.distill_job.config import field_docs
 
 NODE_NAME = "distill_node"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 
-from actdistill_ros.core.config import ConfigError, from_dict
+from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, from_dict
 from actdistill_ros.msg import EndEffectorAction, SimEpisode
 from actdistill_ros.sim.config import SimConfig
 from actdistill_ros.sim.gl_backend import RenderBackendError
@@ -62,17 +62,17 @@ NODE_NAME = "sim_node"
 SIM_EPOCH_S = 1.0  # simulated time starts here: ROS treats time 0 as "not set"
 
 
-@dataclass
+@config_dataclass
 class SimNodeConfig:
     sim: SimConfig = field(default_factory=SimConfig)
-    real_time_factor: float = 1.0  # simulated seconds per wall second
-    command_timeout_s: float = 0.5  # hold a command at most this long (simulated time) [s]
-    initial_seed: int = 0  # first episode at start-up; -1 = wait for sim/reset
+    real_time_factor: Float = 1.0  # simulated seconds per wall second
+    command_timeout_s: Float = 0.5  # hold a command at most this long (simulated time) [s]
+    initial_seed: Int = 0  # first episode at start-up; -1 = wait for sim/reset
     initial_task: str = ""  # '' = drawn from the seed
     camera_frame_id: str = "front_camera"
     wait_for_node: str = ""  # start the first episode once this lifecycle node is active ('' = at once)
     auto_reset: bool = False  # start the next episode (seed + 1) when one is done
-    episodes: int = 0  # end the node after this many finished episodes (0 = never)
+    episodes: Int = 0  # end the node after this many finished episodes (0 = never)
 
     def validate(self) -> None:
         for name in ("real_time_factor", "command_timeout_s"):

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from actdistill_ros.core.config import ConfigError
+from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass
 
 
-@dataclass
+@config_dataclass
 class SimConfig:
-    image_size: int = 64  # square camera image published to the policy [px]
-    control_rate_hz: float = 10.0  # one action per control period of simulated time [Hz]
-    physics_timestep_s: float = 0.002  # MuJoCo step [s]
-    max_episode_steps: int = 40  # an episode fails when the task is not done by then [steps]
-    success_radius_m: float = 0.03  # reach: grip point within this distance of the goal [m]
+    image_size: Int = 64  # square camera image published to the policy [px]
+    control_rate_hz: Float = 10.0  # one action per control period of simulated time [Hz]
+    physics_timestep_s: Float = 0.002  # MuJoCo step [s]
+    max_episode_steps: Int = 40  # an episode fails when the task is not done by then [steps]
+    success_radius_m: Float = 0.03  # reach: grip point within this distance of the goal [m]
     # Largest accepted command per control step; larger ones are rejected (not clipped), counted,
     # and the gripper holds still for that step.
-    max_linear_step_m: float = 0.05
-    max_angular_step_rad: float = 0.3
+    max_linear_step_m: Float = 0.05
+    max_angular_step_rad: Float = 0.3
     render_backend: str = "egl"  # MUJOCO_GL: egl | osmesa | glfw
     # Imperfect tracking: every applied linear step is off by Gaussian noise of this standard
     # deviation per axis [m] (drawn from the episode seed). Recording demonstrations with it
     # (the teleop command, i.e. the label, stays what the human sent) shows the policy the
     # expert's corrections from states a perfect arm never visits, as DART does (Laskey et al.
     # 2017); evaluation runs without it unless asked.
-    actuation_noise_m: float = 0.0
+    actuation_noise_m: Float = 0.0
 
     @property
     def control_period_s(self) -> float:
