@@ -12,11 +12,13 @@ from actdistill_ros.core.config import (
     DistillConfig,
     OptimConfig,
     TeacherTrainConfig,
+    TinyVLAConfig,
     from_dict,
     load_config,
     to_dict,
 )
 from actdistill_ros.distill_job import load_distill_job_config
+from actdistill_ros.sim.config import SimConfig
 
 
 def test_set_values_take_the_field_type():
@@ -82,4 +84,17 @@ def test_the_dataclass_api_and_round_trip_stay():
     assert dataclasses.is_dataclass(cfg) and dataclasses.asdict(cfg)["loss"]["gamma"] == 3.0
     assert dataclasses.replace(cfg.loss, keep_ratio=0.3).keep_ratio == 0.3
     assert from_dict(DistillConfig, to_dict(cfg)) == cfg  # what checkpoints and run records store
-    assert OptimConfig().epochs == 10  # direct construction: the defaults, no validate() rules
+    assert OptimConfig().epochs == 10
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: OptimConfig(epochs=0), "epochs: must be > 0, got 0"),
+    (lambda: dataclasses.replace(DistillConfig().loss, keep_ratio=1.5), "keep_ratio: must be <= 1, got 1.5"),
+    (lambda: SimConfig(control_rate_hz=float("inf")), "control_rate_hz: must be finite, got inf"),
+    (lambda: TinyVLAConfig(action_head={"bins": 1}), "action_head.bins: must be >= 2, got 1"),
+])
+def test_bounds_hold_for_direct_construction_too(make, message):
+    """Field bounds are checked however a config is made, as the same one-line ConfigError."""
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert str(info.value) == message

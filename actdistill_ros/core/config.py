@@ -4,9 +4,11 @@ Every config is a ``pydantic.dataclasses.dataclass`` (:data:`config_dataclass`):
 (``dataclasses.replace``/``asdict``, field access, checkpoints that store configs as plain dicts
 keep working) whose values pydantic validates and coerces to the annotated types, so ``--set
 epochs=3`` is an int and ``keep_ratio=0.5`` a float, and whose unknown keys are errors (a typo in
-a config must not silently fall back to a default). Pydantic's own messages are multi-line and
-generic; :func:`problems` turns them into one ``key: problem`` line each. Rules that involve
-several fields stay in each class's ``validate()``, which :func:`from_dict` runs after pydantic.
+a config must not silently fall back to a default). Bounds are ``Field(gt=..., le=...)``, checked
+however a config is made (the policy node announces its fields' bounds as parameter ranges).
+Pydantic's own messages are multi-line and generic; :func:`problems` turns them into one
+``key: problem`` line each. Rules that involve several fields stay in each class's
+``validate()``, which :func:`from_dict` runs after pydantic.
 
 What pydantic does not do is left here: a ``--set`` value is text until the field's type says
 otherwise (:func:`parse_value` only unpacks bracketed lists/mappings and quotes), and
@@ -25,7 +27,7 @@ from typing import Annotated, Any, TypeVar
 
 import pydantic
 import yaml
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
@@ -37,7 +39,23 @@ class ConfigError(ValueError):
 
 # Unknown keys are errors; a number where text is expected is that text (`instruction: 3`).
 CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-config_dataclass = functools.partial(pydantic.dataclasses.dataclass, config=CONFIG)
+
+
+def config_dataclass(cls: type[T]) -> type[T]:
+    """``cls`` as a pydantic dataclass with :data:`CONFIG` whose direct construction (and
+    ``dataclasses.replace``) reports a bad value as a one-line :class:`ConfigError` too."""
+    cls = pydantic.dataclasses.dataclass(cls, config=CONFIG)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError(one_line(problems(exc, type(self)))) from None
+
+    cls.__init__ = __init__
+    return cls
 
 
 def _not_bool(kind: str):
@@ -237,11 +255,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data)
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-
-
 ACTION_HEAD_KINDS = ("regression", "tokens", "flow")
 VISION_STEMS = ("patch", "conv")
 TOKENIZER_KINDS = ("bytes", "words")
@@ -261,18 +274,18 @@ class ActionHeadConfig:
     """
 
     kind: str = "regression"  # regression | tokens | flow
-    width: Int = 128  # tokens/flow: decoder width
-    layers: Int = 2  # tokens/flow: decoder blocks (self-attention + cross-attention + MLP)
-    heads: Int = 4  # tokens/flow: attention heads
-    bins: Int = 256  # tokens: bins per action dimension
-    token_range: Float = 3.0  # tokens: bins cover [-r, r] normalised units (values outside are clamped)
-    flow_steps: Int = 10  # flow: Euler steps at inference
+    width: Int = Field(128, gt=0)  # tokens/flow: decoder width
+    layers: Int = Field(2, gt=0)  # tokens/flow: decoder blocks (self-attention + cross-attention + MLP)
+    heads: Int = Field(4, gt=0)  # tokens/flow: attention heads
+    bins: Int = Field(256, ge=2)  # tokens: bins per action dimension
+    token_range: Float = Field(3.0, gt=0)  # tokens: bins cover [-r, r] normalised units (values outside are clamped)
+    flow_steps: Int = Field(10, gt=0)  # flow: Euler steps at inference
     flow_noise_seed: Int | None = 0  # flow: seed of the initial noise at inference (null: fresh noise per call)
-    flow_loss_repeats: Int = 1  # flow: noise/time draws per sample and training step (CogACT repeats 8x)
+    flow_loss_repeats: Int = Field(1, gt=0)  # flow: noise/time draws per sample and training step (CogACT repeats 8x)
     # regression: > 0 also feeds the MLP every vision token's final state, projected to this width
     # and flattened in image order. Pooling alone discards where things are in the image, and
     # a reaching policy needs exactly that; 0 = pooling only (the original head).
-    spatial_dim: Int = 0
+    spatial_dim: Int = Field(0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -288,14 +301,8 @@ class ActionHeadConfig:
         if self.kind not in ACTION_HEAD_KINDS:
             raise ConfigError(f"action_head.kind: unknown action head {self.kind!r}; "
                               f"valid: {', '.join(ACTION_HEAD_KINDS)}")
-        for name in ("width", "layers", "heads", "bins", "token_range", "flow_steps", "flow_loss_repeats"):
-            _positive(f"action_head.{name}", getattr(self, name))
         if self.width % self.heads:
             raise ConfigError(f"action_head.width {self.width} must be divisible by action_head.heads {self.heads}")
-        if self.bins < 2:
-            raise ConfigError(f"action_head.bins must be >= 2, got {self.bins}")
-        if self.spatial_dim < 0:
-            raise ConfigError(f"action_head.spatial_dim must be >= 0, got {self.spatial_dim}")
         if self.spatial_dim and self.kind != "regression":
             raise ConfigError("action_head.spatial_dim: only the regression head has a spatial read-out")
 
@@ -304,8 +311,8 @@ class ActionHeadConfig:
 class TinyVLAConfig:
     """Sizes of the built-in TinyVLA teacher."""
 
-    image_size: Int = 128  # square RGB input; other sizes are resized (INTER_AREA)
-    patch_size: Int = 16  # one vision token per patch_size x patch_size pixels
+    image_size: Int = Field(128, gt=0)  # square RGB input; other sizes are resized (INTER_AREA)
+    patch_size: Int = Field(16, gt=0)  # one vision token per patch_size x patch_size pixels
     # How pixels become vision tokens: ``patch`` (one linear patch embedding, as ViTs) or ``conv``
     # (a small strided CNN down to the same patch grid, ``conv_channels`` wide per stage).
     vision_stem: str = "patch"
@@ -314,22 +321,19 @@ class TinyVLAConfig:
     # far less than the text embeddings' scale, and training sat on a predict-the-mean plateau (an
     # ad-hoc run on the simulated arm, not a shipped benchmark). False = the original model.
     vision_norm: bool = False
-    hidden_size: Int = 256
-    num_layers: Int = 8
-    num_heads: Int = 4
-    intermediate_size: Int = 512
-    max_text_tokens: Int = 48  # incl. BOS/EOS; at least 258 in effect, longer text truncated (one warning)
+    hidden_size: Int = Field(256, gt=0)
+    num_layers: Int = Field(8, gt=0)
+    num_heads: Int = Field(4, gt=0)
+    intermediate_size: Int = Field(512, gt=0)
+    max_text_tokens: Int = Field(48, gt=0)  # incl. BOS/EOS; at least 258 in effect, longer text truncated (one warning)
     # ``bytes``: one token per UTF-8 byte (the original); ``words``: one token per word, hashed
     # into 4096 ids (see tiny_vla.HashWordTokenizer; the same budget takes ~5x longer sentences)
     tokenizer: str = "bytes"
-    chunk_size: Int = 4  # future actions predicted per forward pass
+    chunk_size: Int = Field(4, gt=0)  # future actions predicted per forward pass
     action_dim: Int = 7
     action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)  # regression | tokens | flow
 
     def validate(self) -> None:
-        for name in ("image_size", "patch_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_text_tokens", "chunk_size"):
-            _positive(name, getattr(self, name))
         self.action_head.validate()
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
@@ -364,14 +368,10 @@ MODEL_PRESETS: dict[str, TinyVLAConfig] = {
 class GraphConfig:
     """Graph-structured encapsulation (training only)."""
 
-    graph_dim: Int = 128  # node feature width inside the graph module
-    semantic_dim: Int = 128  # d_s (512 at 7B scale)
-    top_k: Int = 8
-    gat_layers: Int = 2
-
-    def validate(self) -> None:
-        for name in ("graph_dim", "semantic_dim", "top_k", "gat_layers"):
-            _positive(name, getattr(self, name))
+    graph_dim: Int = Field(128, gt=0)  # node feature width inside the graph module
+    semantic_dim: Int = Field(128, gt=0)  # d_s (512 at 7B scale)
+    top_k: Int = Field(8, gt=0)
+    gat_layers: Int = Field(2, gt=0)
 
 
 ROUTER_KINDS = ("learned", "fixed", "random")
@@ -384,21 +384,17 @@ class RouterConfig:
     layers drawn per sample and pass)."""
 
     kind: str = "learned"
-    router_dim: Int = 64
-    threshold: Float = 0.5
+    router_dim: Int = Field(64, gt=0)
+    threshold: Float = Field(0.5, gt=0, lt=1)
     init_bias: Float = 2.0  # gates start open (sigmoid(2) = 0.88): the student starts as the teacher
-    min_layers: Int = 1  # every sample runs at least its this many highest-gated layers (keep_ratio x L: exactly)
+    # every sample runs at least its this many highest-gated layers (keep_ratio x L: exactly)
+    min_layers: Int = Field(1, ge=0)
     fixed_layers: list[Int] = field(default_factory=list)  # kind fixed: the route (layer indices)
-    random_layers: Int = 0  # kind random: layers per pass
+    random_layers: Int = Field(0, ge=0)  # kind random: layers per pass
 
     def validate(self) -> None:
         if self.kind not in ROUTER_KINDS:
             raise ConfigError(f"router.kind: unknown router {self.kind!r}; valid: {', '.join(ROUTER_KINDS)}")
-        _positive("router_dim", self.router_dim)
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.min_layers < 0:
-            raise ConfigError(f"router.min_layers must be >= 0, got {self.min_layers}")
         if self.kind == "fixed" and not self.fixed_layers:
             raise ConfigError("router.fixed_layers: a fixed router needs at least one layer")
         if self.kind == "random" and self.random_layers <= 0:
@@ -427,27 +423,17 @@ class LossConfig:
     adapts as layers drop out. Without it only the ``budget`` loss term acts (as in the
     paper, whose router meets no budget)."""
 
-    alpha: Float = 1.0  # semantic + relational
-    beta: Float = 1.0  # layer-wise action terms
-    eta: Float = 0.5  # relational weight inside the alpha term
-    gamma: Float = 2.0  # layer weights (l / (L-1))^gamma
-    balance: Float = 0.3
-    budget: Float = 10.0  # our addition: (executed fraction - keep target)^2
-    keep_ratio: Float = 0.45  # target fraction of decoder layers executed
+    alpha: Float = Field(1.0, ge=0)  # semantic + relational
+    beta: Float = Field(1.0, ge=0)  # layer-wise action terms
+    eta: Float = Field(0.5, ge=0)  # relational weight inside the alpha term
+    gamma: Float = Field(2.0, ge=0)  # layer weights (l / (L-1))^gamma
+    balance: Float = Field(0.3, ge=0)
+    budget: Float = Field(10.0, ge=0)  # our addition: (executed fraction - keep target)^2
+    keep_ratio: Float = Field(0.45, gt=0, le=1)  # target fraction of decoder layers executed
     budget_control: bool = True  # every batch spends the keep target; the threshold follows (see above)
-    budget_momentum: Float = 0.1  # per step, the inference threshold moves this much of the way to the batch's cut
-    budget_warmup: Float = 0.3  # fraction of stage 2 over which the keep target falls from 1.0
-
-    def validate(self) -> None:
-        for name in ("alpha", "beta", "eta", "gamma", "balance", "budget"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.keep_ratio <= 1.0:
-            raise ConfigError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
-        if not 0.0 < self.budget_momentum <= 1.0:
-            raise ConfigError(f"budget_momentum must be in (0, 1], got {self.budget_momentum}")
-        if not 0.0 <= self.budget_warmup < 1.0:
-            raise ConfigError(f"budget_warmup must be in [0, 1), got {self.budget_warmup}")
+    # per step, the inference threshold moves this much of the way to the batch's cut
+    budget_momentum: Float = Field(0.1, gt=0, le=1)
+    budget_warmup: Float = Field(0.3, ge=0, lt=1)  # fraction of stage 2 over which the keep target falls from 1.0
 
     def keep_target(self, progress: float) -> float:
         """The keep target at ``progress`` (0..1) of stage 2: 1.0 -> keep_ratio over the warm-up."""
@@ -458,19 +444,17 @@ class LossConfig:
 
 @config_dataclass
 class OptimConfig:
-    epochs: Int = 10
-    batch_size: Int = 32
-    lr: Float = 1e-3
+    epochs: Int = Field(10, gt=0)
+    batch_size: Int = Field(32, gt=0)
+    lr: Float = Field(1e-3, gt=0)
     weight_decay: Float = 0.0
     grad_clip: Float = 1.0
-    checkpoint_every: Int = 50  # optimizer steps between resumable checkpoints
+    checkpoint_every: Int = Field(50, gt=0)  # optimizer steps between resumable checkpoints
     seed: Int = 0
     schedule: str = "cosine"  # cosine (with 3% linear warm-up) | constant
     min_lr_fraction: Float = 0.05  # cosine floor, as a fraction of lr
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "lr", "checkpoint_every"):
-            _positive(name, getattr(self, name))
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
 
@@ -483,22 +467,15 @@ class MemoryConfig:
     """Options that let a large teacher/student train in less memory (all off by default)."""
 
     freeze_vision: bool = False  # the vision encoder gets no gradients and no optimizer state
-    lora_rank: Int = 0  # >0: LoRA (peft) on the decoder layers' linear projections; their base weights freeze
-    lora_alpha: Float = 0.0  # LoRA scale numerator (0: 2 * lora_rank)
-    lora_dropout: Float = 0.0
+    # >0: LoRA (peft) on the decoder layers' linear projections; their base weights freeze
+    lora_rank: Int = Field(0, ge=0)
+    lora_alpha: Float = Field(0.0, ge=0)  # LoRA scale numerator (0: 2 * lora_rank)
+    lora_dropout: Float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] = field(default_factory=lambda: list(LORA_DEFAULT_TARGETS))  # leaf names ([]: all)
     autocast_bf16: bool = False  # bf16 autocast of forward passes: CUDA only (an error on CPU)
     gradient_checkpointing: bool = False  # decoder layers recompute their activations in backward
     release_teacher: bool = False  # distillation: after stage 1 the teacher's weights become the student
     # (no second copy); stage 2 reads the teacher only from its cached, sample-keyed outputs
-
-    def validate(self) -> None:
-        if self.lora_rank < 0:
-            raise ConfigError(f"memory.lora_rank must be >= 0, got {self.lora_rank}")
-        if self.lora_alpha < 0:
-            raise ConfigError(f"memory.lora_alpha must be >= 0, got {self.lora_alpha}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"memory.lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
 
 DISTRIBUTED_STRATEGIES = ("none", "ddp", "fsdp")
@@ -510,7 +487,7 @@ class DistributedConfig:
 
     strategy: str = "none"  # none | ddp | fsdp (fsdp: decoder layers and the rest sharded, FSDP2)
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
-    timeout_s: Float = 600.0  # a collective that waits longer fails instead of hanging
+    timeout_s: Float = Field(600.0, gt=0)  # a collective that waits longer fails instead of hanging
 
     def validate(self) -> None:
         if self.strategy not in DISTRIBUTED_STRATEGIES:
@@ -518,7 +495,6 @@ class DistributedConfig:
                               f"valid: {', '.join(DISTRIBUTED_STRATEGIES)}")
         if self.backend not in ("auto", "gloo", "nccl"):
             raise ConfigError(f"distributed.backend must be auto, gloo or nccl, got {self.backend!r}")
-        _positive("distributed.timeout_s", self.timeout_s)
 
 
 @config_dataclass
@@ -527,13 +503,9 @@ class TeacherTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, lr=1e-3))
     held_out_fraction: Float = 0.15
     device: str = "auto"
-    augment_shift_px: Int = 0  # random image shifts of up to this many pixels while training (0 = off)
+    augment_shift_px: Int = Field(0, ge=0)  # random image shifts of up to this many pixels while training (0 = off)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-
-    def validate(self) -> None:
-        if self.augment_shift_px < 0:
-            raise ConfigError(f"augment_shift_px must be >= 0 (0 = off), got {self.augment_shift_px}")
 
 
 @config_dataclass
@@ -543,17 +515,14 @@ class DistillConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     probe: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=5, lr=1e-3))
     student: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=15, lr=3e-4))
-    router_lr: Float = 3e-3  # the router learns from scratch; the backbone only adapts
+    router_lr: Float = Field(3e-3, gt=0)  # the router learns from scratch; the backbone only adapts
     train_backbone: bool = True  # False: only the router adapts (cheapest, for huge teachers)
-    max_train_episodes: Int = 0  # >0: distil on this many training episodes (stages 1-2 cost less)
+    max_train_episodes: Int = Field(0, ge=0)  # >0: distil on this many training episodes (stages 1-2 cost less)
     held_out_fraction: Float = 0.15
     device: str = "auto"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self) -> None:
-        _positive("router_lr", self.router_lr)
         if self.memory.lora_rank and not self.train_backbone:
             raise ConfigError("memory.lora_rank > 0 adapts the backbone: it needs train_backbone: true")
-        if self.max_train_episodes < 0:
-            raise ConfigError(f"max_train_episodes must be >= 0, got {self.max_train_episodes}")

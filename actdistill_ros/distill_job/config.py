@@ -15,7 +15,6 @@ one of them silently lose.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -81,14 +80,16 @@ class DistillJobConfig:
         "With `twist`/`pose`: gripper topic (std_msgs/Float64 or sensor_msgs/JointState); '' = gripper 0."
     ))
     gripper_joint: str = Field("", description="JointState joint name of the gripper ('' = the first position).")
-    control_rate_hz: Float = Field(10.0, description=(
+    control_rate_hz: Float = Field(10.0, gt=0, allow_inf_nan=False, description=(
         "Control rate the episodes are resampled to; the student acts at this rate [Hz]."
     ))
-    max_gap_s: Float = Field(0.5, description="A gap in images or actions longer than this splits an episode [s].")
-    min_episode_steps: Int = Field(10, description=(
+    max_gap_s: Float = Field(0.5, gt=0, allow_inf_nan=False, description=(
+        "A gap in images or actions longer than this splits an episode [s]."
+    ))
+    min_episode_steps: Int = Field(10, ge=1, description=(
         "Episodes shorter than this are dropped (listed in the dataset summary) [steps]."
     ))
-    image_size: Int = Field(0, description="Stored (square) image size; 0 = the teacher's input size [px].")
+    image_size: Int = Field(0, ge=0, description="Stored (square) image size; 0 = the teacher's input size [px].")
     teacher: str = Field("", description=(
         "Teacher: an actdistill teacher checkpoint (e.g. from `actdistill train-teacher`), or a Hugging Face "
         "transformers model directory (LLaVA, Idefics3/SmolVLM, PaliGemma, Qwen2-VL, OpenVLA; detected from "
@@ -99,14 +100,14 @@ class DistillJobConfig:
         "Train a TinyVLA teacher on the data first (into `output_dir/teacher`; `teacher` must be ''); sizes "
         "and optimiser via `teacher_training.*`."
     ))
-    keep_ratio: Float = Field(0.45, description=(
+    keep_ratio: Float = Field(0.45, gt=0, le=1, description=(
         "Target fraction of decoder layers the student executes, in (0, 1] (DistillConfig.loss.keep_ratio)."
     ))
-    epochs: Int = Field(15, description="Stage-2 (distillation) epochs (DistillConfig.student.epochs).")
-    probe_epochs: Int = Field(5, description="Stage-1 (graph probe) epochs (DistillConfig.probe.epochs).")
-    batch_size: Int = Field(32, description="Batch size of every training stage (probe, student, teacher).")
+    epochs: Int = Field(15, gt=0, description="Stage-2 (distillation) epochs (DistillConfig.student.epochs).")
+    probe_epochs: Int = Field(5, gt=0, description="Stage-1 (graph probe) epochs (DistillConfig.probe.epochs).")
+    batch_size: Int = Field(32, gt=0, description="Batch size of every training stage (probe, student, teacher).")
     device: str = Field("auto", description="Training/benchmark device: auto (CUDA when available), cpu, cuda, cuda:N.")
-    threads: Int = Field(0, description="torch CPU threads for this job; 0 = torch's default (one per core).")
+    threads: Int = Field(0, ge=0, description="torch CPU threads for this job; 0 = torch's default (one per core).")
     output_dir: str = Field("", description=(
         "Required. Receives dataset/, runs/ (resumable state), student/ (the exported checkpoint), "
         "report.json, report.md and plots/. Rerunning with the same output_dir resumes."
@@ -122,8 +123,8 @@ class DistillJobConfig:
         "prepared are removed first (the ingested dataset is reused while the bags and ingest settings are "
         "unchanged). Without it a rerun resumes, and one with other settings is an error naming them."
     ))
-    report_eval_samples: Int = Field(200, description="Held-out samples for the report's action errors; 0 = all.")
-    report_latency_iters: Int = Field(20, description=(
+    report_eval_samples: Int = Field(200, ge=0, description="Held-out samples for the report's action errors; 0 = all.")
+    report_latency_iters: Int = Field(20, gt=0, description=(
         "Timed batch-1 forward passes per model (and per layer cap) in the report."
     ))
     distill: dict[str, Any] = Field(default_factory=dict, description=(
@@ -158,10 +159,6 @@ class DistillJobConfig:
                 raise ConfigError(f"action_source: {self.action_source!r}, expected one of {', '.join(ACTION_SOURCES)}")
             if self.gripper_topic.strip() and self.action_source == "ee":
                 raise ConfigError("gripper_topic: not used with action_source 'ee' (the gripper is in the message)")
-        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
-            raise ConfigError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
-        if self.image_size < 0:
-            raise ConfigError(f"image_size must be >= 0 (0 = the teacher's), got {self.image_size}")
         if self.train_teacher and self.teacher.strip():
             raise ConfigError("teacher: leave empty with train_teacher: true (the teacher is trained into "
                               "output_dir/teacher)")
@@ -170,14 +167,6 @@ class DistillJobConfig:
         if self.hf_teacher and not self.teacher.strip():
             raise ConfigError("hf_teacher.*: only used when `teacher` is a transformers model directory")
         self.hf_teacher_options()
-        if self.threads < 0:
-            raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
-        for name in ("epochs", "probe_epochs", "batch_size", "report_latency_iters"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.report_eval_samples < 0:
-            raise ConfigError(f"report_eval_samples must be >= 0 (0 = all held-out samples), "
-                              f"got {self.report_eval_samples}")
         self.distill_config()  # unknown/owned nested keys and bad values fail now, not hours later
         if self.train_teacher:
             self.teacher_train_config()
