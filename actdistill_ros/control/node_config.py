@@ -18,13 +18,12 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import annotated_types
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from actdistill_ros.control.handoff import Mode
 from actdistill_ros.control.safety import CommandFilterConfig, SafetyLimits, WorkspaceBox
-from actdistill_ros.core.config import ConfigError, Float, Int, problems, unflatten
+from actdistill_ros.core.config import ConfigError, Float, Int, field_range, problems, unflatten
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 COMMAND_TIMINGS = ("timer", "prediction")
@@ -179,12 +178,9 @@ def _specs(cls: type, prefix: str = "") -> list[ParamSpec]:
             out += _specs(hints[name], f"{prefix}{name}.")
             continue
         default = info.get_default(call_default_factory=True)
-        bounds = {name: getattr(m, name) for m in info.metadata for name in ("ge", "gt", "le", "lt")
-                  if isinstance(m, annotated_types.BaseMetadata) and hasattr(m, name)}
-        lo, hi = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
         out.append(ParamSpec(f"{prefix}{name}", list(default) if isinstance(default, tuple) else default,
                              info.description or "", bool((info.json_schema_extra or {}).get("runtime")),
-                             None if lo is None or hi is None else (lo, hi)))
+                             field_range(info)))
     return out
 
 

@@ -25,9 +25,11 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import annotated_types
 import pydantic
 import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
@@ -122,12 +124,22 @@ def problems(exc: ValidationError, cls: Any, prefix: str = "") -> list[tuple[str
     for parent, keys in unknown.items():
         owner = cls
         for part in parent:
-            owner = _dataclass_of(typing.get_type_hints(owner, include_extras=True)[part]) if owner else None
+            known = owner is not None and part in owner.__dataclass_fields__
+            owner = _dataclass_of(typing.get_type_hints(owner, include_extras=True)[part]) if known else None
         valid = sorted(f"{_key(cls, parent, prefix)}.{n}".lstrip(".") for n in owner.__dataclass_fields__) \
             if owner else []
         out.insert(0, ("", f"unknown config key(s) {', '.join(keys)}" + (f"; valid keys: {', '.join(valid)}"
                                                                            if valid else "")))
     return out
+
+
+def field_range(info: FieldInfo) -> tuple[float, float] | None:
+    """A field's bounds ``(low, high)`` from ``Field(ge/gt, le/lt)``, or None unless it has both
+    (what a ROS ParameterDescriptor's range can announce)."""
+    bounds = {name: getattr(m, name) for m in info.metadata for name in ("ge", "gt", "le", "lt")
+              if isinstance(m, annotated_types.BaseMetadata) and hasattr(m, name)}
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    return None if low is None or high is None else (low, high)
 
 
 def one_line(found: list[tuple[str, str]]) -> str:
