@@ -35,9 +35,9 @@ def test_out_naming_an_existing_file(tmp_path, capsys):
 
 @pytest.mark.parametrize(("value", "match"), [
     ("keep_ratio=[1, 2]]", "keep_ratio: '[1, 2]]' is not a valid list/mapping"),
-    ("keep_ratio=[1", "keep_ratio: expected float, got '[1'"),
+    ("keep_ratio=[1", "keep_ratio: must be a number, got '[1'"),
     ("=3", "override '=3': empty key"),
-    ("epochs=many", "epochs: expected int"),
+    ("epochs=many", "epochs: must be an integer, got 'many'"),
 ])
 def test_bad_set_values(tmp_path, capsys, value, match):
     _fails(capsys, _distill(tmp_path, "--bags", str(tmp_path), "--out", str(tmp_path / "out"), "--set", value), match)
@@ -77,3 +77,16 @@ def test_repeated_bags_add_up(tmp_path, capsys):
     _fails(capsys, _distill(tmp_path, "--bags", str(tmp_path / "nope"), "--bags", str(tmp_path / "good"),
                             "--out", str(tmp_path / "out")), "nope: does not exist")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["eval", "--episodes", "0"], "actdistill eval: error: episodes: must be > 0, got 0"),
+    (["sim-demos", "--out", "{tmp}/demos", "--image-size", "0"], "image_size: must be > 0, got 0"),
+    (["sim-demos", "--out", "{tmp}/demos", "--real-time-factor", "-1"], "real_time_factor: must be > 0, got -1.0"),
+    (["bench", "--teacher", "t", "--student", "s", "--dataset", "d", "--iters", "0"],
+     "latency_iters: must be > 0, got 0"),
+])
+def test_sim_and_bench_settings_are_checked_by_their_fields(tmp_path, capsys, argv, match):
+    """The eval/record/bench configs are typed configs too: a bad flag is one line before anything runs."""
+    _fails(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], match)
+    assert not (tmp_path / "demos").exists()

@@ -7,7 +7,15 @@ import pytest
 import yaml
 
 from actdistill_ros.control.handoff import Mode
-from actdistill_ros.control.node_config import PARAMS, SPECS, ConfigError, resolve_budget, validate_config
+from actdistill_ros.control.node_config import (
+    PARAMS,
+    SPECS,
+    ConfigError,
+    PolicyParameters,
+    check_parameter,
+    resolve_budget,
+    validate_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,6 +99,10 @@ def test_ints_accepted_for_floats():
         ({"workspace.enabled": True, "workspace.min": [0.0, 0.0, 1.0], "workspace.max": [1.0, 1.0, 1.0]},
          "min must be < max on every axis (z is not)"),
         ({"diagnostics_rate_hz": -1.0}, "'diagnostics_rate_hz' must be >= 0"),
+        ({"threshold": -0.5}, "'threshold' must be in (0, 1) or 0 (checkpoint default), got -0.5"),
+        ({"control_rate_hz": 2000.0}, "'control_rate_hz' must be <= 1000, got 2000.0"),  # the announced range
+        ({"max_layers": 2000}, "'max_layers' must be <= 1024, got 2000"),
+        ({"command_timing": "often"}, "parameter 'command_timing': 'often' is not one of timer, prediction"),
     ],
 )
 def test_invalid_values(overrides, message):
@@ -118,6 +130,20 @@ def test_workspace_and_filter_config():
     assert cfg.workspace.min_xyz == (-0.3, -0.4, 0.0) and cfg.workspace.max_xyz == (0.3, 0.4, 0.6)
     f = cfg.command_filter
     assert f.workspace is cfg.workspace and f.max_linear_change == 0.02 and f.limits is cfg.limits
+
+
+def test_parameters_are_generated_from_the_fields():
+    """The declared parameters (names, defaults, descriptions, ranges) are PolicyParameters' fields."""
+    fields = PolicyParameters.__pydantic_fields__
+    assert [s.name for s in PARAMS][:5] == ["checkpoint", "device", "dtype", "autostart", "control_rate_hz"]
+    assert SPECS["control_rate_hz"].range == (0.0, 1000.0)  # gt=0, le=1000
+    assert SPECS["control_rate_hz"].description == fields["control_rate_hz"].description
+    assert SPECS["limits.gripper_max"].range == (0.0, 1.0) and SPECS["limits.gripper_max"].default == 1.0
+    assert SPECS["workspace.min"].default == [-1.0, -1.0, 0.0]  # a list, as ROS declares it
+    assert SPECS["device"].range is None and all(spec.description for spec in PARAMS)
+    assert check_parameter("max_layers", 3.0) == 3
+    with pytest.raises(ValueError, match=r"^parameter 'max_layers' must be an integer, got True$"):
+        check_parameter("max_layers", True)
 
 
 def test_every_numeric_parameter_announces_a_range_containing_its_default():

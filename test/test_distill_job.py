@@ -33,7 +33,7 @@ from actdistill_ros.distill_job import (
     load_distill_job_config,
     run_distill_job,
 )
-from actdistill_ros.distill_job.config import FIELD_HELP, markdown_table
+from actdistill_ros.distill_job.config import field_docs, markdown_table
 from actdistill_ros.distill_job.job import train_samples
 from actdistill_ros.ingest import IngestConfig, ingest
 from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
@@ -167,7 +167,8 @@ def reference(demo, tmp_path_factory):
 
 def test_every_key_is_documented():
     names = {f for f in DistillJobConfig.__dataclass_fields__}
-    assert names == set(FIELD_HELP)
+    docs = {name: text for name, _type, _default, text in field_docs()}
+    assert set(docs) == names and all(len(text) > 20 for text in docs.values()), docs
     yaml_text = (REPO / "config" / "distill.yaml").read_text()
     for name in names:
         assert f"{name}:" in yaml_text, f"config/distill.yaml does not mention {name}"
@@ -214,9 +215,9 @@ def test_ros_and_plain_files_are_the_same(tmp_path):
         ({"output_dir": ""}, [], "output_dir: required"),
         ({"instruction": "pick"}, [], "exactly one of `instruction_topic` and `instruction`"),
         ({"action_source": "joystick"}, [], "action_source"),
-        ({"keep_ratio": 1.5}, [], "keep_ratio"),
-        ({"epochs": 0}, [], "epochs must be > 0"),
-        ({"epochs": "many"}, [], "epochs: expected int"),
+        ({"keep_ratio": 1.5}, [], "^keep_ratio: must be <= 1, got 1.5$"),
+        ({"epochs": 0}, [], "epochs: must be > 0, got 0"),
+        ({"epochs": "many"}, [], "epochs: must be an integer, got 'many'"),
         ({"train_teacher": True}, [], "teacher: leave empty with train_teacher"),
         ({"teacher_training": {"optim": {"epochs": 1}}}, [], "only used with train_teacher"),
     ],

@@ -90,6 +90,24 @@ class ProgressListener:
 
 
 @pytest.mark.ros
+def test_parameters_are_described_from_the_fields(rclpy_context):
+    """`ros2 param describe` shows each key's field description, and a range where it has both bounds."""
+    from actdistill_ros.nodes.distill_node import DistillNode
+
+    node = DistillNode(context=rclpy_context)
+    try:
+        keep, epochs, bags = node.describe_parameters(["keep_ratio", "epochs", "bags"])
+        fields = DistillJobConfig.__pydantic_fields__
+        assert (keep.description, epochs.description) == (fields["keep_ratio"].description,
+                                                          fields["epochs"].description)
+        assert [(r.from_value, r.to_value) for r in keep.floating_point_range] == [(0.0, 1.0)]  # gt=0, le=1
+        assert not epochs.integer_range and not epochs.floating_point_range  # gt=0 only: no range to announce
+        assert "rosbag2" in bags.description
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
 def test_node_runs_the_job_and_publishes_progress(demo, tmp_path, ros_process, make_node):
     out = tmp_path / "out"
     params = write_params(tmp_path / "distill.yaml", job_mapping(demo, out))

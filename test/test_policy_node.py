@@ -334,6 +334,33 @@ def test_runtime_budget_parameters(running):
     assert set_param("threshold", 0.4).successful
 
 
+def test_parameter_descriptors_come_from_the_fields(running):
+    """`ros2 param describe` shows each field's description and bounds (PolicyParameters)."""
+    from rcl_interfaces.srv import DescribeParameters
+
+    from actdistill_ros.control.node_config import PolicyParameters
+
+    c = running.client
+    cli = c.node.create_client(DescribeParameters, "policy_node/describe_parameters")
+    names = ["control_rate_hz", "max_layers", "threshold", "limits.gripper_max", "workspace.pose_timeout_s",
+             "ensemble_k", "device", "workspace.min"]
+    described = {d.name: d for d in c.call(cli, DescribeParameters.Request(names=names)).descriptors}
+    fields = PolicyParameters.__pydantic_fields__
+    rate = described["control_rate_hz"]
+    assert rate.description == fields["control_rate_hz"].description
+    assert [(r.from_value, r.to_value) for r in rate.floating_point_range] == [(0.0, 1000.0)]
+    assert rate.read_only and not rate.integer_range
+    layers = described["max_layers"]
+    assert [(r.from_value, r.to_value, r.step) for r in layers.integer_range] == [(0, 1024, 1)]
+    assert not layers.read_only and not described["threshold"].read_only  # the run-time budget
+    assert [(r.from_value, r.to_value) for r in described["threshold"].floating_point_range] == [(0.0, 1.0)]
+    assert [(r.from_value, r.to_value) for r in described["limits.gripper_max"].floating_point_range] == [(0.0, 1.0)]
+    assert [(r.from_value, r.to_value) for r in described["ensemble_k"].floating_point_range] == [(-100.0, 100.0)]
+    assert "ee_pose" in described["workspace.pose_timeout_s"].description
+    for name in ("device", "workspace.min"):  # no bounds, no range
+        assert described[name].description and not described[name].floating_point_range, name
+
+
 def test_bad_images_dropped_node_keeps_running(running):
     import cv2
     from sensor_msgs.msg import CompressedImage

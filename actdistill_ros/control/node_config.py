@@ -1,119 +1,190 @@
-"""The policy node's parameters as plain data: names, defaults, descriptions, validation.
+"""The policy node's parameters as typed fields: names, defaults, descriptions, ranges, validation.
 
-ROS-free, so the configuration rules are testable without rclpy; the node declares exactly
-these parameters and turns their values into a :class:`NodeConfig` with
-:func:`validate_config`, which reports *every* problem at once in a :class:`ConfigError`.
+One pydantic dataclass (:class:`PolicyParameters`, nested ``limits.*`` and ``workspace.*``) is
+the single source: :data:`PARAMS` (what the node declares, with the description and the range
+of each field's ``Field(...)`` in its ParameterDescriptor, and the README table) is generated
+from it, and :func:`validate_config` validates the declared values with it. ROS-free, so the
+rules are testable without rclpy. A field's bounds are both what ``ros2 param describe``
+announces and what is enforced; :func:`validate_config` reports *every* problem at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import re
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from actdistill_ros.control.handoff import Mode
 from actdistill_ros.control.safety import CommandFilterConfig, SafetyLimits, WorkspaceBox
+from actdistill_ros.core.config import ConfigError, Float, Int, field_range, problems, unflatten
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+COMMAND_TIMINGS = ("timer", "prediction")
+EXECUTIONS = ("eager", "compile", "cuda_graphs")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-class ConfigError(ValueError):
-    """The node's configuration is unusable; the message names the parameter and the problem."""
+# Parameters come from ROS (typed, finite unless someone writes .nan): a NaN is an error here.
+_parameters = pydantic_dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False))
+
+
+def _device(value: str) -> str:
+    device = value.strip().lower()
+    if not _DEVICE_RE.match(device):
+        raise ValueError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def _dtype(value: str) -> str:
+    if value.strip().lower() not in DTYPES:
+        raise ValueError(f"unknown dtype {value!r} (use auto, float32, float16 or bfloat16)")
+    return value.strip().lower()
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(value: str) -> str:
+        if value.strip().lower() not in choices:
+            raise ValueError(f"{value!r} is not one of " + ", ".join(choices))
+        return value.strip().lower()
+    return AfterValidator(check)
+
+
+def _mode(value: Any) -> str:
+    return Mode.parse(value).name.lower()  # ValueError names the valid modes
+
+
+def _threshold(value: Any) -> Any:
+    """0 (the checkpoint's) or a gate threshold strictly inside (0, 1)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and not (value == 0 or 0 < value < 1):
+        raise ValueError(f"must be in (0, 1) or 0 (checkpoint default), got {value!r}")
+    return value
+
+
+def _xyz(value: Any) -> tuple[float, float, float]:
+    values = list(value) if isinstance(value, list | tuple) or hasattr(value, "tolist") else None
+    if values is None or len(values) != 3:
+        raise ValueError(f"must be 3 numbers [x, y, z], got {value!r}")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"must be 3 finite numbers [x, y, z], got {value!r}")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+XYZ = Annotated[tuple[float, float, float], BeforeValidator(_xyz)]
+RUNTIME = {"runtime": True}  # settable while running (every other parameter is read-only after start-up)
+
+
+@_parameters
+class LimitsParameters:
+    max_linear_step: Float = Field(0.02, ge=0.0, le=10.0, description="max norm of (dx, dy, dz) per control step [m]")
+    max_angular_step: Float = Field(0.1, ge=0.0, le=10.0,
+                                    description="max norm of (droll, dpitch, dyaw) per control step [rad]")
+    gripper_min: Float = Field(0.0, ge=0.0, le=1.0, description="lowest gripper command [0 open .. 1 closed]")
+    gripper_max: Float = Field(1.0, ge=0.0, le=1.0, description="highest gripper command [0 open .. 1 closed]")
+    max_linear_change: Float = Field(0.02, ge=0.0, le=10.0, description=(
+        "max norm of the change of (dx, dy, dz) from one tick to the next (0 = no limit; stops are never "
+        "limited) [m]"))
+    max_angular_change: Float = Field(0.1, ge=0.0, le=10.0, description=(
+        "max norm of the change of (droll, dpitch, dyaw) from one tick to the next (0 = no limit) [rad]"))
+
+
+@_parameters
+class WorkspaceParameters:
+    enabled: bool = Field(False, description=(
+        "keep the end effector in the box workspace.min..max: needs `ee_pose`, stops without a fresh one"))
+    min: XYZ = Field((-1.0, -1.0, 0.0), description="lower corner (x, y, z) of the workspace box, action frame [m]")
+    max: XYZ = Field((1.0, 1.0, 1.5), description="upper corner (x, y, z) of the workspace box, action frame [m]")
+    pose_timeout_s: Float = Field(0.5, gt=0.0, le=60.0,
+                                  description="with the workspace on: stop when `ee_pose` is older than this [s]")
+
+
+@_parameters
+class PolicyParameters:
+    checkpoint: str = Field("", description="student checkpoint directory ('' = the student shipped with the package)")
+    device: Annotated[str, AfterValidator(_device)] = Field(
+        "auto", description="inference device: auto, cpu, cuda or cuda:N")
+    dtype: Annotated[str, AfterValidator(_dtype)] = Field(
+        "auto", description="inference dtype: auto, float32, float16, bfloat16 (half precision on CUDA only)")
+    autostart: bool = Field(True, description=(
+        "configure and activate at start-up (false: stay unconfigured until `ros2 lifecycle set`)"))
+    control_rate_hz: Float = Field(10.0, gt=0.0, le=1000.0, description="control loop rate: one command per tick [Hz]")
+    command_timing: Annotated[str, _one_of(COMMAND_TIMINGS)] = Field("timer", description=(
+        "when commands go out: timer (every control tick) or prediction (also the moment a prediction is "
+        "ready, the next tick then one period later: commands follow the camera)"))
+    execution: Annotated[str, _one_of(EXECUTIONS)] = Field("eager", description=(
+        "how a decided route runs: eager, compile (torch.compile per route) or cuda_graphs (CUDA only)"))
+    latency_budget_ms: Float = Field(0.0, ge=0.0, le=1e6, description=(
+        "keep the p95 forward latency under this by lowering the layer cap online (0 = off) [ms]"))
+    image_timeout_s: Float = Field(0.5, gt=0.0, le=60.0,
+                                   description="stop when the newest image is older than this [s]")
+    instruction_timeout_s: Float = Field(300.0, gt=0.0, le=1e9,
+                                         description="stop when the instruction is older than this [s]")
+    teleop_timeout_s: Float = Field(0.5, gt=0.0, le=60.0,
+                                    description="teleop input older than this counts as absent [s]")
+    stamp_skew_tolerance_s: Float = Field(0.1, ge=0.0, le=60.0, description=(
+        "an input stamped up to this far in the future counts as fresh; further ahead, the clocks disagree and "
+        "the input is not used (ages come from header stamps) [s]"))
+    limits: LimitsParameters = Field(default_factory=LimitsParameters)
+    workspace: WorkspaceParameters = Field(default_factory=WorkspaceParameters)
+    deadband: Float = Field(0.02, ge=0.0, le=100.0,
+                            description="a teleop twist with norm above this overrides AUTONOMY [m/s, rad/s]")
+    gripper_deadband: Float = Field(0.05, ge=0.0, le=1.0, description=(
+        "a teleop gripper command changing the gripper by more than this overrides AUTONOMY [1]"))
+    ramp_s: Float = Field(1.0, ge=0.0, le=60.0,
+                          description="blend time from the human command to the policy on entering AUTONOMY [s]")
+    temporal_ensemble: bool = Field(False, description="average overlapping action chunks (ACT temporal ensembling)")
+    ensemble_k: Float = Field(0.01, ge=-100.0, le=100.0,
+                              description="ensembling weight decay: weight exp(-k*i), i = 0 oldest prediction [1]")
+    max_layers: Int = Field(0, ge=0, le=1024, json_schema_extra=RUNTIME,
+                            description="run at most this many decoder layers per pass (0 = no cap) [layers]")
+    threshold: Annotated[Float, BeforeValidator(_threshold)] = Field(
+        0.0, ge=0.0, le=1.0, json_schema_extra=RUNTIME,
+        description="router gate threshold in (0, 1) (0 = the checkpoint's) [1]")
+    publish_servo_twist: bool = Field(False, description="also publish servo/delta_twist_cmds and gripper_command")
+    servo_frame_id: str = Field("base_link", description="frame_id of the servo twist")
+    servo_scale: Float = Field(1.0, gt=0.0, le=1000.0, description="factor applied to the servo twist velocities [1]")
+    action_frame_id: str = Field("base_link", description=(
+        "frame_id of the published actions (the policy's action frame; `ee_pose` must be in it)"))
+    initial_mode: Annotated[str, AfterValidator(_mode)] = Field(
+        "teleop", description="mode at start-up: teleop, shadow or autonomy")
+    warmup_iterations: Int = Field(3, ge=0, le=1000,
+                                   description="forward passes when configuring, before serving (0 = none) [passes]")
+    diagnostics_rate_hz: Float = Field(1.0, ge=0.0, le=100.0,
+                                       description="rate of the DiagnosticArray on /diagnostics (0 = none) [Hz]")
 
 
 @dataclass(frozen=True)
 class ParamSpec:
+    """One declared ROS parameter, generated from a field of :class:`PolicyParameters`."""
+
     name: str
-    default: Any
+    default: Any  # a list for a tuple field (what ROS declares)
     description: str
     runtime: bool = False  # settable while running (otherwise read-only after start-up)
-    # the range announced in the ParameterDescriptor (``ros2 param describe``), inclusive; None: none.
-    # validate_config() checks the exact rules (e.g. > 0) and reports every problem at once.
-    range: tuple[float, float] | None = None
+    range: tuple[float, float] | None = None  # the field's bounds, inclusive; announced in the ParameterDescriptor
 
 
-PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("checkpoint", "", "student checkpoint directory ('' = the student shipped with the package)"),
-    ParamSpec("device", "auto", "inference device: auto, cpu, cuda or cuda:N"),
-    ParamSpec(
-        "dtype", "auto", "inference dtype: auto, float32, float16, bfloat16 (half precision on CUDA only)"
-    ),
-    ParamSpec(
-        "autostart", True,
-        "configure and activate at start-up (false: stay unconfigured until `ros2 lifecycle set`)",
-    ),
-    ParamSpec("control_rate_hz", 10.0, "control loop rate: one command per tick [Hz]", range=(0.0, 1000.0)),
-    ParamSpec("command_timing", "timer",
-              "when commands go out: timer (every control tick) or prediction (also the moment a prediction is "
-              "ready, the next tick then one period later: commands follow the camera)"),
-    ParamSpec("execution", "eager",
-              "how a decided route runs: eager, compile (torch.compile per route) or cuda_graphs (CUDA only)"),
-    ParamSpec("latency_budget_ms", 0.0,
-              "keep the p95 forward latency under this by lowering the layer cap online (0 = off) [ms]",
-              range=(0.0, 1e6)),
-    ParamSpec("image_timeout_s", 0.5, "stop when the newest image is older than this [s]", range=(0.0, 60.0)),
-    ParamSpec("instruction_timeout_s", 300.0, "stop when the instruction is older than this [s]",
-              range=(0.0, 1e9)),
-    ParamSpec("teleop_timeout_s", 0.5, "teleop input older than this counts as absent [s]", range=(0.0, 60.0)),
-    ParamSpec(
-        "stamp_skew_tolerance_s", 0.1,
-        "an input stamped up to this far in the future counts as fresh; further ahead, the clocks "
-        "disagree and the input is not used (ages come from header stamps) [s]",
-        range=(0.0, 60.0),
-    ),
-    ParamSpec("limits.max_linear_step", 0.02, "max norm of (dx, dy, dz) per control step [m]", range=(0.0, 10.0)),
-    ParamSpec("limits.max_angular_step", 0.1, "max norm of (droll, dpitch, dyaw) per control step [rad]",
-              range=(0.0, 10.0)),
-    ParamSpec("limits.gripper_min", 0.0, "lowest gripper command [0 open .. 1 closed]", range=(0.0, 1.0)),
-    ParamSpec("limits.gripper_max", 1.0, "highest gripper command [0 open .. 1 closed]", range=(0.0, 1.0)),
-    ParamSpec(
-        "limits.max_linear_change", 0.02,
-        "max norm of the change of (dx, dy, dz) from one tick to the next (0 = no limit; stops are "
-        "never limited) [m]",
-        range=(0.0, 10.0),
-    ),
-    ParamSpec(
-        "limits.max_angular_change", 0.1,
-        "max norm of the change of (droll, dpitch, dyaw) from one tick to the next (0 = no limit) [rad]",
-        range=(0.0, 10.0),
-    ),
-    ParamSpec(
-        "workspace.enabled", False,
-        "keep the end effector in the box workspace.min..max: needs `ee_pose`, stops without a fresh one",
-    ),
-    ParamSpec("workspace.min", [-1.0, -1.0, 0.0], "lower corner (x, y, z) of the workspace box, action frame [m]"),
-    ParamSpec("workspace.max", [1.0, 1.0, 1.5], "upper corner (x, y, z) of the workspace box, action frame [m]"),
-    ParamSpec("workspace.pose_timeout_s", 0.5, "with the workspace on: stop when `ee_pose` is older than this [s]",
-              range=(0.0, 60.0)),
-    ParamSpec("deadband", 0.02, "a teleop twist with norm above this overrides AUTONOMY [m/s, rad/s]",
-              range=(0.0, 100.0)),
-    ParamSpec(
-        "gripper_deadband", 0.05,
-        "a teleop gripper command changing the gripper by more than this overrides AUTONOMY [1]",
-        range=(0.0, 1.0),
-    ),
-    ParamSpec("ramp_s", 1.0, "blend time from the human command to the policy on entering AUTONOMY [s]",
-              range=(0.0, 60.0)),
-    ParamSpec("temporal_ensemble", False, "average overlapping action chunks (ACT temporal ensembling)"),
-    ParamSpec("ensemble_k", 0.01, "ensembling weight decay: weight exp(-k*i), i = 0 oldest prediction [1]",
-              range=(-100.0, 100.0)),
-    ParamSpec("max_layers", 0, "run at most this many decoder layers per pass (0 = no cap) [layers]", True,
-              range=(0, 1024)),
-    ParamSpec("threshold", 0.0, "router gate threshold in (0, 1) (0 = the checkpoint's) [1]", True, range=(0.0, 1.0)),
-    ParamSpec("publish_servo_twist", False, "also publish servo/delta_twist_cmds and gripper_command"),
-    ParamSpec("servo_frame_id", "base_link", "frame_id of the servo twist"),
-    ParamSpec("servo_scale", 1.0, "factor applied to the servo twist velocities [1]", range=(0.0, 1000.0)),
-    ParamSpec(
-        "action_frame_id", "base_link",
-        "frame_id of the published actions (the policy's action frame; `ee_pose` must be in it)",
-    ),
-    ParamSpec("initial_mode", "teleop", "mode at start-up: teleop, shadow or autonomy"),
-    ParamSpec("warmup_iterations", 3, "forward passes when configuring, before serving (0 = none) [passes]",
-              range=(0, 1000)),
-    ParamSpec("diagnostics_rate_hz", 1.0, "rate of the DiagnosticArray on /diagnostics (0 = none) [Hz]",
-              range=(0.0, 100.0)),
-)
+def _specs(cls: type, prefix: str = "") -> list[ParamSpec]:
+    hints = typing.get_type_hints(cls)
+    out: list[ParamSpec] = []
+    for name, info in cls.__pydantic_fields__.items():
+        if dataclasses.is_dataclass(hints[name]):
+            out += _specs(hints[name], f"{prefix}{name}.")
+            continue
+        default = info.get_default(call_default_factory=True)
+        out.append(ParamSpec(f"{prefix}{name}", list(default) if isinstance(default, tuple) else default,
+                             info.description or "", bool((info.json_schema_extra or {}).get("runtime")),
+                             field_range(info)))
+    return out
+
+
+PARAMS: tuple[ParamSpec, ...] = tuple(_specs(PolicyParameters))
 SPECS = {spec.name: spec for spec in PARAMS}
 
 
@@ -160,143 +231,53 @@ class NodeConfig:
         return CommandFilterConfig(self.limits, self.max_linear_change, self.max_angular_change, self.workspace)
 
 
-def as_float(name: str, value: Any, errors: list[str]) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        errors.append(f"parameter '{name}' must be a number, got {value!r}")
-        return math.nan
-    if not math.isfinite(value):
-        errors.append(f"parameter '{name}' must be finite, got {value!r}")
-    return float(value)
-
-
-def as_int(name: str, value: Any, errors: list[str]) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(f"parameter '{name}' must be an integer, got {value!r}")
-        return 0
-    return int(value)
-
-
-def as_xyz(name: str, value: Any, errors: list[str]) -> tuple[float, float, float]:
-    values = list(value) if isinstance(value, list | tuple) or hasattr(value, "tolist") else None
-    if values is None or len(values) != 3:
-        errors.append(f"parameter '{name}' must be 3 numbers [x, y, z], got {value!r}")
-        return (math.nan, math.nan, math.nan)
-    n = len(errors)
-    out = tuple(as_float(name, v, errors) for v in values)
-    if len(errors) > n:  # one message for the list, not one per element
-        del errors[n:]
-        errors.append(f"parameter '{name}' must be 3 finite numbers [x, y, z], got {value!r}")
-    return out  # type: ignore[return-value]
-
-
-FLOAT_PARAMS = tuple(s.name for s in PARAMS if isinstance(s.default, float))
-INT_PARAMS = tuple(s.name for s in PARAMS if isinstance(s.default, int) and not isinstance(s.default, bool))
-POSITIVE = ("control_rate_hz", "image_timeout_s", "instruction_timeout_s", "teleop_timeout_s", "servo_scale",
-            "workspace.pose_timeout_s")
-COMMAND_TIMINGS = ("timer", "prediction")
-EXECUTIONS = ("eager", "compile", "cuda_graphs")
-NON_NEGATIVE = ("latency_budget_ms", "limits.max_linear_step", "limits.max_angular_step", "limits.gripper_min",
-                "limits.gripper_max",
-                "limits.max_linear_change", "limits.max_angular_change", "deadband", "gripper_deadband", "ramp_s",
-                "threshold", "stamp_skew_tolerance_s", "diagnostics_rate_hz", "max_layers", "warmup_iterations")
+def _parameter_problems(exc: ValidationError, cls: type, prefix: str = "") -> list[str]:
+    return [f"parameter '{key}' {text}" if text.startswith("must") else f"parameter '{key}': {text}"
+            for key, text in problems(exc, cls, prefix)]
 
 
 def validate_config(values: dict[str, Any]) -> NodeConfig:
-    """Turn raw parameter values into a :class:`NodeConfig`; ``ConfigError`` lists every problem."""
-    errors: list[str] = []
-    f = {n: as_float(n, values[n], errors) for n in FLOAT_PARAMS}
-    i = {n: as_int(n, values[n], errors) for n in INT_PARAMS}
-    num = {**f, **i}
-    for name in POSITIVE:
-        if num[name] <= 0:  # also catches NaN via the finite check above
-            errors.append(f"parameter '{name}' must be > 0, got {values[name]!r}")
-    for name in NON_NEGATIVE:
-        if num[name] < 0:
-            errors.append(f"parameter '{name}' must be >= 0, got {values[name]!r}")
-    if f["threshold"] >= 1.0:
-        errors.append(
-            f"parameter 'threshold' must be in (0, 1) or 0 (checkpoint default), got {values['threshold']!r}"
-        )
-    if f["gripper_deadband"] > 1.0:
-        errors.append(f"parameter 'gripper_deadband' must be <= 1, got {values['gripper_deadband']!r}")
-    device = str(values["device"]).strip().lower()
-    if not _DEVICE_RE.match(device):
-        errors.append(
-            f"parameter 'device': unknown device {values['device']!r} (use auto, cpu, cuda or cuda:N)"
-        )
-    dtype = str(values["dtype"]).strip().lower()
-    if dtype not in ("auto", "float32", "float16", "bfloat16"):
-        errors.append(
-            f"parameter 'dtype': unknown dtype {values['dtype']!r} (use auto, float32, float16 or bfloat16)"
-        )
-    timing = str(values["command_timing"]).strip().lower()
-    if timing not in COMMAND_TIMINGS:
-        errors.append(f"parameter 'command_timing': {values['command_timing']!r} is not one of "
-                      + ", ".join(COMMAND_TIMINGS))
-    execution = str(values["execution"]).strip().lower()
-    if execution not in EXECUTIONS:
-        errors.append(f"parameter 'execution': {values['execution']!r} is not one of " + ", ".join(EXECUTIONS))
+    """Turn the declared parameters' values (dotted names) into a :class:`NodeConfig`;
+    ``ConfigError`` lists every problem."""
     try:
-        mode = Mode.parse(values["initial_mode"])
+        p = TypeAdapter(PolicyParameters).validate_python(unflatten(values))
+    except ValidationError as exc:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_parameter_problems(exc, PolicyParameters))) \
+            from None
+    errors: list[str] = []
+    limits = workspace = None
+    try:
+        limits = SafetyLimits(p.limits.max_linear_step, p.limits.max_angular_step, p.limits.gripper_min,
+                              p.limits.gripper_max)
     except ValueError as exc:
-        errors.append(f"parameter 'initial_mode': {exc}")
-        mode = Mode.TELEOP
-    workspace = None
-    box = (as_xyz("workspace.min", values["workspace.min"], errors),
-           as_xyz("workspace.max", values["workspace.max"], errors))
-    limits = None
-    if not errors:
+        errors.append(f"parameters 'limits.*': {exc}")
+    if p.workspace.enabled:
         try:
-            limits = SafetyLimits(
-                max_linear_step=f["limits.max_linear_step"],
-                max_angular_step=f["limits.max_angular_step"],
-                gripper_min=f["limits.gripper_min"],
-                gripper_max=f["limits.gripper_max"],
-            )
+            workspace = WorkspaceBox(p.workspace.min, p.workspace.max)
         except ValueError as exc:
-            errors.append(f"parameters 'limits.*': {exc}")
-        if bool(values["workspace.enabled"]):
-            try:
-                workspace = WorkspaceBox(*box)
-            except ValueError as exc:
-                errors.append(f"parameters 'workspace.min'/'workspace.max': {exc}")
+            errors.append(f"parameters 'workspace.min'/'workspace.max': {exc}")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    return NodeConfig(
-        checkpoint=str(values["checkpoint"]).strip(),
-        device=device,
-        dtype=dtype,
-        autostart=bool(values["autostart"]),
-        control_rate_hz=f["control_rate_hz"],
-        command_timing=timing,
-        execution=execution,
-        latency_budget_ms=f["latency_budget_ms"],
-        image_timeout_s=f["image_timeout_s"],
-        instruction_timeout_s=f["instruction_timeout_s"],
-        teleop_timeout_s=f["teleop_timeout_s"],
-        stamp_skew_tolerance_s=f["stamp_skew_tolerance_s"],
-        limits=limits,
-        max_linear_change=f["limits.max_linear_change"],
-        max_angular_change=f["limits.max_angular_change"],
-        workspace=workspace,
-        pose_timeout_s=f["workspace.pose_timeout_s"],
-        deadband=f["deadband"],
-        gripper_deadband=f["gripper_deadband"],
-        ramp_s=f["ramp_s"],
-        temporal_ensemble=bool(values["temporal_ensemble"]),
-        ensemble_k=f["ensemble_k"],
-        max_layers=i["max_layers"],
-        threshold=f["threshold"],
-        publish_servo_twist=bool(values["publish_servo_twist"]),
-        servo_frame_id=str(values["servo_frame_id"]),
-        servo_scale=f["servo_scale"],
-        action_frame_id=str(values["action_frame_id"]),
-        initial_mode=mode,
-        warmup_iterations=i["warmup_iterations"],
-        diagnostics_rate_hz=f["diagnostics_rate_hz"],
-    )
+    plain = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in ("limits", "workspace")}
+    plain.update(checkpoint=p.checkpoint.strip(), initial_mode=Mode.parse(p.initial_mode))
+    return NodeConfig(**plain, limits=limits, max_linear_change=p.limits.max_linear_change,
+                      max_angular_change=p.limits.max_angular_change, workspace=workspace,
+                      pose_timeout_s=p.workspace.pose_timeout_s)
+
+
+@functools.cache
+def _field_adapter(name: str) -> tuple[type, TypeAdapter]:
+    info = PolicyParameters.__pydantic_fields__[name]
+    return PolicyParameters, TypeAdapter(Annotated[(info.annotation, *info.metadata)])
+
+
+def check_parameter(name: str, value: Any) -> Any:
+    """One top-level parameter's value checked by its field (types, bounds); ValueError names it."""
+    cls, adapter = _field_adapter(name)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(_parameter_problems(exc, cls, name))) from None
 
 
 def resolve_budget(max_layers: Any, threshold: Any, layers_total: int, default_threshold: float | None,
@@ -304,13 +285,8 @@ def resolve_budget(max_layers: Any, threshold: Any, layers_total: int, default_t
     """Check a compute budget against the loaded policy without touching it (no lock needed):
     ``(cap, threshold)`` for ``set_budget`` (None = no cap / keep the checkpoint's), or ValueError
     naming the parameter. ``max_layers`` 0 = no cap; ``threshold`` 0 = the checkpoint's."""
-    errors: list[str] = []
-    ml = as_int("max_layers", max_layers, errors)
-    thr = as_float("threshold", threshold, errors)
-    if errors:
-        raise ValueError("; ".join(errors))
-    if ml < 0:
-        raise ValueError(f"parameter 'max_layers' must be >= 0 (0 = no cap), got {max_layers!r}")
+    ml = check_parameter("max_layers", max_layers)
+    thr = check_parameter("threshold", threshold)
     cap = None if ml == 0 else ml
     if cap is not None and not routed and cap < layers_total:
         raise ValueError("parameter 'max_layers': a teacher checkpoint has no router, it always runs every layer "
@@ -318,8 +294,4 @@ def resolve_budget(max_layers: Any, threshold: Any, layers_total: int, default_t
     if cap is not None and routed and cap > layers_total:
         raise ValueError(f"parameter 'max_layers' must be in [0, {layers_total}] (0 = no cap) for this "
                          f"checkpoint, got {max_layers!r}")
-    if thr == 0.0:
-        return cap, default_threshold
-    if not 0.0 < thr < 1.0:
-        raise ValueError(f"parameter 'threshold' must be in (0, 1) or 0 (checkpoint default), got {threshold!r}")
-    return cap, thr
+    return cap, (default_threshold if thr == 0.0 else thr)

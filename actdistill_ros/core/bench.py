@@ -9,13 +9,13 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
 from .checkpoint import load_student, load_teacher
-from .config import to_dict
+from .config import Float, Int, config_dataclass, to_dict
 from .dataset import EpisodeDataset
 from .device import resolve_device, resolve_dtype
 from .flops import component_flops, count_flops
@@ -23,19 +23,19 @@ from .progress import progress_bar
 from .training import TensorData, agreement, build_tensor_data, evaluate
 
 
-@dataclass
+@config_dataclass
 class BenchConfig:
     device: str = "cpu"
     dtype: str = "auto"
-    warmup: int = 5
-    latency_iters: int = 50  # batch-1 passes per model, interleaved teacher/student
-    curve_latency_iters: int = 15
-    eval_samples: int = 400  # held-out samples for action error (0 = all)
-    flops_samples: int = 16  # samples whose FLOPs are counted one by one (routing is per sample)
-    held_out_fraction: float = 0.15
-    threads: int = 0  # torch CPU threads (0 = leave as is)
+    warmup: Int = Field(5, ge=0)
+    latency_iters: Int = Field(50, gt=0)  # batch-1 passes per model, interleaved teacher/student
+    curve_latency_iters: Int = Field(15, gt=0)
+    eval_samples: Int = Field(400, ge=0)  # held-out samples for action error (0 = all)
+    flops_samples: Int = Field(16, gt=0)  # samples whose FLOPs are counted one by one (routing is per sample)
+    held_out_fraction: Float = Field(0.15, ge=0, lt=1)
+    threads: Int = Field(0, ge=0)  # torch CPU threads (0 = leave as is)
     curve: bool = True  # also the accuracy-vs-compute curve over run-time layer caps
-    seed: int = 0  # torch's generator, seeded first: a random-route baseline draws the same routes every run
+    seed: Int = 0  # torch's generator, seeded first: a random-route baseline draws the same routes every run
 
 
 def held_out_data(dataset_dir: str | Path, teacher, fraction: float, limit: int) -> tuple[TensorData, str]:

@@ -1,21 +1,36 @@
-"""Typed configuration: dataclasses, loaded from YAML/JSON files plus ``key=value`` overrides.
+"""Typed configuration: pydantic dataclasses, loaded from YAML/JSON files plus ``key=value`` overrides.
 
-Unknown keys are errors (a typo in a config must not silently fall back to a default),
-and values are coerced to the annotated type so ``--set epochs=3`` works.
+Every config is a ``pydantic.dataclasses.dataclass`` (:data:`config_dataclass`): a real dataclass
+(``dataclasses.replace``/``asdict``, field access, checkpoints that store configs as plain dicts
+keep working) whose values pydantic validates and coerces to the annotated types, so ``--set
+epochs=3`` is an int and ``keep_ratio=0.5`` a float, and whose unknown keys are errors (a typo in
+a config must not silently fall back to a default). Bounds are ``Field(gt=..., le=...)``, checked
+however a config is made (the policy node announces its fields' bounds as parameter ranges).
+Pydantic's own messages are multi-line and generic; :func:`problems` turns them into one
+``key: problem`` line each. Rules that involve several fields stay in each class's
+``validate()``, which :func:`from_dict` runs after pydantic.
+
+What pydantic does not do is left here: a ``--set`` value is text until the field's type says
+otherwise (:func:`parse_value` only unpacks bracketed lists/mappings and quotes), and
+:func:`deep_merge` / :func:`unflatten` layer defaults, files, overrides and ROS's dotted names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import annotated_types
+import pydantic
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
 
@@ -24,77 +39,138 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key."""
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        last_error: Exception | None = None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                last_error = exc
-        raise last_error or ConfigError(f"{key}: cannot interpret {value!r}")
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        shorthand = getattr(annotation, "from_shorthand", None)
-        if isinstance(value, str) and callable(shorthand):
-            return shorthand(value, key)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return from_dict(annotation, value, prefix=f"{key}.")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item_type = args[0] if args else Any
-        items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
-            return value.lower() in {"true", "1", "yes", "on"}
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if annotation in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+# Unknown keys are errors; a number where text is expected is that text (`instruction: 3`).
+CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+def config_dataclass(cls: type[T]) -> type[T]:
+    """``cls`` as a pydantic dataclass with :data:`CONFIG` whose direct construction (and
+    ``dataclasses.replace``) reports a bad value as a one-line :class:`ConfigError` too."""
+    cls = pydantic.dataclasses.dataclass(cls, config=CONFIG)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
-            number = annotation(value) if annotation is float else int(str(value), 0)
-        except (TypeError, ValueError) as exc:
-            if annotation is int and isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from exc
-        return number
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    return value
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError(one_line(problems(exc, type(self)))) from None
+
+    cls.__init__ = __init__
+    return cls
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError`."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
-            f"valid keys: {', '.join(sorted(prefix + n for n in names))}"
-        )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    obj = cls(**kwargs)
+def _not_bool(kind: str):
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):  # pydantic's lax mode takes true as 1
+            raise PydanticCustomError(kind, "a bool is not a number")
+        return value
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _not_bool("int_type")]
+Float = Annotated[float, _not_bool("float_type")]
+
+_PHRASES = {
+    "int_type": "must be an integer", "int_parsing": "must be an integer", "int_from_float": "must be an integer",
+    "float_type": "must be a number", "float_parsing": "must be a number", "finite_number": "must be finite",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false", "string_type": "must be text",
+    "list_type": "must be a list", "tuple_type": "must be a list", "dict_type": "must be a mapping",
+    "dataclass_type": "must be a mapping", "dataclass_args_type": "must be a mapping", "none_required": "must be null",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
+
+
+def _key(cls: Any, loc: tuple, prefix: str) -> str:
+    """The dotted key of a pydantic error location (list indices as [i], union member tags dropped)."""
+    key = prefix.rstrip(".")
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif cls is not None:  # a field (or an unknown key) of config dataclass cls
+            key = f"{key}.{part}" if key else str(part)
+            known = part in cls.__dataclass_fields__
+            cls = _dataclass_of(typing.get_type_hints(cls, include_extras=True)[part]) if known else None
+        # else: a union member's tag (flow_noise_seed.int), not a key
+    return key
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation if dataclasses.is_dataclass(annotation) else None
+
+
+def problems(exc: ValidationError, cls: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(key, problem)`` per problem of ``exc`` (validating ``cls``); the unknown keys of one
+    mapping are one problem that lists them and the valid keys."""
+    out: list[tuple[str, str]] = []
+    unknown: dict[tuple, list[str]] = {}
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] in _UNKNOWN:
+            unknown.setdefault(loc[:-1], []).append(_key(cls, loc, prefix))
+            continue
+        if err["type"] == "value_error":
+            phrase = str(err["ctx"]["error"])
+        elif err["type"] in _BOUNDS:
+            bound = next(iter(err["ctx"].values()))
+            phrase = f"must be {_BOUNDS[err['type']]} {bound:g}, got {err['input']!r}"
+        else:
+            phrase = _PHRASES.get(err["type"], err["msg"][:1].lower() + err["msg"][1:])
+            phrase += f", got {err['input']!r}"
+        out.append((_key(cls, loc, prefix), phrase))
+    for parent, keys in unknown.items():
+        owner = cls
+        for part in parent:
+            known = owner is not None and part in owner.__dataclass_fields__
+            owner = _dataclass_of(typing.get_type_hints(owner, include_extras=True)[part]) if known else None
+        valid = sorted(f"{_key(cls, parent, prefix)}.{n}".lstrip(".") for n in owner.__dataclass_fields__) \
+            if owner else []
+        out.insert(0, ("", f"unknown config key(s) {', '.join(keys)}" + (f"; valid keys: {', '.join(valid)}"
+                                                                           if valid else "")))
+    return out
+
+
+def field_range(info: FieldInfo) -> tuple[float, float] | None:
+    """A field's bounds ``(low, high)`` from ``Field(ge/gt, le/lt)``, or None unless it has both
+    (what a ROS ParameterDescriptor's range can announce)."""
+    bounds = {name: getattr(m, name) for m in info.metadata for name in ("ge", "gt", "le", "lt")
+              if isinstance(m, annotated_types.BaseMetadata) and hasattr(m, name)}
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    return None if low is None or high is None else (low, high)
+
+
+def one_line(found: list[tuple[str, str]]) -> str:
+    """``key: problem; key: problem`` (a problem without a key stands alone)."""
+    return "; ".join(f"{key}: {text}" if key else text for key, text in found)
+
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Build config dataclass ``cls`` from ``data`` and run every ``validate()`` in it (nested first);
+    a problem is a :class:`ConfigError` of one line naming the key (``prefix`` + its dotted path)."""
+    try:
+        obj = _adapter(cls).validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(one_line(problems(exc, cls, prefix))) from None
+    _validate_tree(obj)
+    return obj
+
+
+def _validate_tree(obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _validate_tree(value)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
-    return obj
 
 
 def to_dict(obj: Any) -> dict:
@@ -102,34 +178,20 @@ def to_dict(obj: Any) -> dict:
 
 
 def parse_value(raw: str, key: str) -> Any:
-    """A ``--set`` value: text unless it is clearly a number, bool, null or bracketed list/mapping,
-    so ``#`` and brackets inside text survive as typed ('pick the cube # red', '[red] cube').
-    Quotes force text ('"0.5"' -> '0.5'). A malformed list is a ConfigError naming the key."""
+    """A ``--set`` value, kept as text for pydantic to convert to the field's type (so ``#`` and
+    brackets inside text survive: 'pick the cube # red', '[red] cube'), except a bracketed
+    list/mapping (YAML), ``null``, and quotes, which force text ('"0.5"' stays '0.5' even where
+    the field could hold a number). A malformed list is a ConfigError naming the key."""
     text = raw.strip()
-    if not text:
-        return ""
-    if (text[0], text[-1]) in (("[", "]"), ("{", "}")):
+    if text[:1] + text[-1:] in ("[]", "{}"):
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise ConfigError(f"{key}: {text!r} is not a valid list/mapping ({problem})") from exc
+            raise ConfigError(f"{key}: {text!r} is not a valid list/mapping ({problem})") from None
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("null", "~"):
-        return None
-    if _INT.fullmatch(text):
-        return int(text)
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    return text
-
-
-_INT = re.compile(r"[-+]?\d+")
-_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
+    return None if text.lower() in ("null", "~") else text
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -141,12 +203,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, raw = pair.split("=", 1)
         if not key.strip() or any(not part for part in key.strip().split(".")):
             raise ConfigError(f"override {pair!r}: empty key")
-        value = parse_value(raw, key.strip())
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        out = deep_merge(out, unflatten({key.strip(): parse_value(raw, key.strip())}))
     return out
 
 
@@ -155,6 +212,39 @@ def deep_merge(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         merged[k] = deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
     return merged
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}`` (what ROS makes of nested parameters)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys -> nested mappings, merged with nested mappings already there."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = unflatten(value)
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is both a value and a mapping")
+            node = child
+        last = parts[-1]
+        if isinstance(node.get(last), dict) and isinstance(value, dict):
+            node[last] = deep_merge(node[last], value)
+        else:
+            node[last] = value
+    return out
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
@@ -168,7 +258,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = deep_merge(data, loaded)
@@ -177,17 +267,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data)
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-
-
 ACTION_HEAD_KINDS = ("regression", "tokens", "flow")
 VISION_STEMS = ("patch", "conv")
 TOKENIZER_KINDS = ("bytes", "words")
 
 
-@dataclass
+@config_dataclass
 class ActionHeadConfig:
     """The action head on top of the decoder stack (any VLATeacher can use any kind).
 
@@ -201,75 +286,66 @@ class ActionHeadConfig:
     """
 
     kind: str = "regression"  # regression | tokens | flow
-    width: int = 128  # tokens/flow: decoder width
-    layers: int = 2  # tokens/flow: decoder blocks (self-attention + cross-attention + MLP)
-    heads: int = 4  # tokens/flow: attention heads
-    bins: int = 256  # tokens: bins per action dimension
-    token_range: float = 3.0  # tokens: bins cover [-r, r] normalised units (values outside are clamped)
-    flow_steps: int = 10  # flow: Euler steps at inference
-    flow_noise_seed: int | None = 0  # flow: seed of the initial noise at inference (null: fresh noise per call)
-    flow_loss_repeats: int = 1  # flow: noise/time draws per sample and training step (CogACT repeats 8x)
+    width: Int = Field(128, gt=0)  # tokens/flow: decoder width
+    layers: Int = Field(2, gt=0)  # tokens/flow: decoder blocks (self-attention + cross-attention + MLP)
+    heads: Int = Field(4, gt=0)  # tokens/flow: attention heads
+    bins: Int = Field(256, ge=2)  # tokens: bins per action dimension
+    token_range: Float = Field(3.0, gt=0)  # tokens: bins cover [-r, r] normalised units (values outside are clamped)
+    flow_steps: Int = Field(10, gt=0)  # flow: Euler steps at inference
+    flow_noise_seed: Int | None = 0  # flow: seed of the initial noise at inference (null: fresh noise per call)
+    flow_loss_repeats: Int = Field(1, gt=0)  # flow: noise/time draws per sample and training step (CogACT repeats 8x)
     # regression: > 0 also feeds the MLP every vision token's final state, projected to this width
     # and flattened in image order. Pooling alone discards where things are in the image, and
     # a reaching policy needs exactly that; 0 = pooling only (the original head).
-    spatial_dim: int = 0
+    spatial_dim: Int = Field(0, ge=0)
 
+    @model_validator(mode="before")
     @classmethod
-    def from_shorthand(cls, value: str, key: str) -> ActionHeadConfig:
+    def _shorthand(cls, data: Any) -> Any:
         """``action_head: flow`` means ``action_head: {kind: flow}``."""
-        cfg = cls(kind=value.strip())
-        try:
-            cfg.validate()
-        except ConfigError as exc:
-            raise ConfigError(f"{key}: {exc}") from exc
-        return cfg
+        if not isinstance(data, str):
+            return data
+        if data.strip() not in ACTION_HEAD_KINDS:
+            raise ValueError(f"unknown action head {data.strip()!r}; valid: {', '.join(ACTION_HEAD_KINDS)}")
+        return {"kind": data.strip()}
 
     def validate(self) -> None:
         if self.kind not in ACTION_HEAD_KINDS:
             raise ConfigError(f"action_head.kind: unknown action head {self.kind!r}; "
                               f"valid: {', '.join(ACTION_HEAD_KINDS)}")
-        for name in ("width", "layers", "heads", "bins", "token_range", "flow_steps", "flow_loss_repeats"):
-            _positive(f"action_head.{name}", getattr(self, name))
         if self.width % self.heads:
             raise ConfigError(f"action_head.width {self.width} must be divisible by action_head.heads {self.heads}")
-        if self.bins < 2:
-            raise ConfigError(f"action_head.bins must be >= 2, got {self.bins}")
-        if self.spatial_dim < 0:
-            raise ConfigError(f"action_head.spatial_dim must be >= 0, got {self.spatial_dim}")
         if self.spatial_dim and self.kind != "regression":
             raise ConfigError("action_head.spatial_dim: only the regression head has a spatial read-out")
 
 
-@dataclass
+@config_dataclass
 class TinyVLAConfig:
     """Sizes of the built-in TinyVLA teacher."""
 
-    image_size: int = 128  # square RGB input; other sizes are resized (INTER_AREA)
-    patch_size: int = 16  # one vision token per patch_size x patch_size pixels
+    image_size: Int = Field(128, gt=0)  # square RGB input; other sizes are resized (INTER_AREA)
+    patch_size: Int = Field(16, gt=0)  # one vision token per patch_size x patch_size pixels
     # How pixels become vision tokens: ``patch`` (one linear patch embedding, as ViTs) or ``conv``
     # (a small strided CNN down to the same patch grid, ``conv_channels`` wide per stage).
     vision_stem: str = "patch"
-    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    conv_channels: list[Int] = field(default_factory=lambda: [32, 64])
     # LayerNorm on the vision tokens after the projector. Without it the tokens vary across images
     # far less than the text embeddings' scale, and training sat on a predict-the-mean plateau (an
     # ad-hoc run on the simulated arm, not a shipped benchmark). False = the original model.
     vision_norm: bool = False
-    hidden_size: int = 256
-    num_layers: int = 8
-    num_heads: int = 4
-    intermediate_size: int = 512
-    max_text_tokens: int = 48  # incl. BOS/EOS; at least 258 in effect, longer text truncated (one warning)
+    hidden_size: Int = Field(256, gt=0)
+    num_layers: Int = Field(8, gt=0)
+    num_heads: Int = Field(4, gt=0)
+    intermediate_size: Int = Field(512, gt=0)
+    max_text_tokens: Int = Field(48, gt=0)  # incl. BOS/EOS; at least 258 in effect, longer text truncated (one warning)
     # ``bytes``: one token per UTF-8 byte (the original); ``words``: one token per word, hashed
     # into 4096 ids (see tiny_vla.HashWordTokenizer; the same budget takes ~5x longer sentences)
     tokenizer: str = "bytes"
-    chunk_size: int = 4  # future actions predicted per forward pass
-    action_dim: int = 7
+    chunk_size: Int = Field(4, gt=0)  # future actions predicted per forward pass
+    action_dim: Int = 7
     action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)  # regression | tokens | flow
 
     def validate(self) -> None:
-        for name in ("image_size", "patch_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_text_tokens", "chunk_size"):
-            _positive(name, getattr(self, name))
         self.action_head.validate()
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
@@ -300,45 +376,37 @@ MODEL_PRESETS: dict[str, TinyVLAConfig] = {
 }
 
 
-@dataclass
+@config_dataclass
 class GraphConfig:
     """Graph-structured encapsulation (training only)."""
 
-    graph_dim: int = 128  # node feature width inside the graph module
-    semantic_dim: int = 128  # d_s (512 at 7B scale)
-    top_k: int = 8
-    gat_layers: int = 2
-
-    def validate(self) -> None:
-        for name in ("graph_dim", "semantic_dim", "top_k", "gat_layers"):
-            _positive(name, getattr(self, name))
+    graph_dim: Int = Field(128, gt=0)  # node feature width inside the graph module
+    semantic_dim: Int = Field(128, gt=0)  # d_s (512 at 7B scale)
+    top_k: Int = Field(8, gt=0)
+    gat_layers: Int = Field(2, gt=0)
 
 
 ROUTER_KINDS = ("learned", "fixed", "random")
 
 
-@dataclass
+@config_dataclass
 class RouterConfig:
     """Which layers run per sample (``router.py``): ``learned`` (ActDistill), or the baselines
     ``fixed`` (the layers in ``fixed_layers`` for every input) and ``random`` (``random_layers``
     layers drawn per sample and pass)."""
 
     kind: str = "learned"
-    router_dim: int = 64
-    threshold: float = 0.5
-    init_bias: float = 2.0  # gates start open (sigmoid(2) = 0.88): the student starts as the teacher
-    min_layers: int = 1  # every sample runs at least its this many highest-gated layers (keep_ratio x L: exactly)
-    fixed_layers: list[int] = field(default_factory=list)  # kind fixed: the route (layer indices)
-    random_layers: int = 0  # kind random: layers per pass
+    router_dim: Int = Field(64, gt=0)
+    threshold: Float = Field(0.5, gt=0, lt=1)
+    init_bias: Float = 2.0  # gates start open (sigmoid(2) = 0.88): the student starts as the teacher
+    # every sample runs at least its this many highest-gated layers (keep_ratio x L: exactly)
+    min_layers: Int = Field(1, ge=0)
+    fixed_layers: list[Int] = field(default_factory=list)  # kind fixed: the route (layer indices)
+    random_layers: Int = Field(0, ge=0)  # kind random: layers per pass
 
     def validate(self) -> None:
         if self.kind not in ROUTER_KINDS:
             raise ConfigError(f"router.kind: unknown router {self.kind!r}; valid: {', '.join(ROUTER_KINDS)}")
-        _positive("router_dim", self.router_dim)
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.min_layers < 0:
-            raise ConfigError(f"router.min_layers must be >= 0, got {self.min_layers}")
         if self.kind == "fixed" and not self.fixed_layers:
             raise ConfigError("router.fixed_layers: a fixed router needs at least one layer")
         if self.kind == "random" and self.random_layers <= 0:
@@ -354,7 +422,7 @@ class RouterConfig:
             raise ConfigError(f"router.random_layers {self.random_layers} > the backbone's {num_layers} layers")
 
 
-@dataclass
+@config_dataclass
 class LossConfig:
     """Stage-2 loss weights (defaults are METHOD.md's) and the compute budget.
 
@@ -367,27 +435,17 @@ class LossConfig:
     adapts as layers drop out. Without it only the ``budget`` loss term acts (as in the
     paper, whose router meets no budget)."""
 
-    alpha: float = 1.0  # semantic + relational
-    beta: float = 1.0  # layer-wise action terms
-    eta: float = 0.5  # relational weight inside the alpha term
-    gamma: float = 2.0  # layer weights (l / (L-1))^gamma
-    balance: float = 0.3
-    budget: float = 10.0  # our addition: (executed fraction - keep target)^2
-    keep_ratio: float = 0.45  # target fraction of decoder layers executed
+    alpha: Float = Field(1.0, ge=0)  # semantic + relational
+    beta: Float = Field(1.0, ge=0)  # layer-wise action terms
+    eta: Float = Field(0.5, ge=0)  # relational weight inside the alpha term
+    gamma: Float = Field(2.0, ge=0)  # layer weights (l / (L-1))^gamma
+    balance: Float = Field(0.3, ge=0)
+    budget: Float = Field(10.0, ge=0)  # our addition: (executed fraction - keep target)^2
+    keep_ratio: Float = Field(0.45, gt=0, le=1)  # target fraction of decoder layers executed
     budget_control: bool = True  # every batch spends the keep target; the threshold follows (see above)
-    budget_momentum: float = 0.1  # per step, the inference threshold moves this much of the way to the batch's cut
-    budget_warmup: float = 0.3  # fraction of stage 2 over which the keep target falls from 1.0
-
-    def validate(self) -> None:
-        for name in ("alpha", "beta", "eta", "gamma", "balance", "budget"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.keep_ratio <= 1.0:
-            raise ConfigError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
-        if not 0.0 < self.budget_momentum <= 1.0:
-            raise ConfigError(f"budget_momentum must be in (0, 1], got {self.budget_momentum}")
-        if not 0.0 <= self.budget_warmup < 1.0:
-            raise ConfigError(f"budget_warmup must be in [0, 1), got {self.budget_warmup}")
+    # per step, the inference threshold moves this much of the way to the batch's cut
+    budget_momentum: Float = Field(0.1, gt=0, le=1)
+    budget_warmup: Float = Field(0.3, ge=0, lt=1)  # fraction of stage 2 over which the keep target falls from 1.0
 
     def keep_target(self, progress: float) -> float:
         """The keep target at ``progress`` (0..1) of stage 2: 1.0 -> keep_ratio over the warm-up."""
@@ -396,21 +454,19 @@ class LossConfig:
         return 1.0 + (self.keep_ratio - 1.0) * progress / self.budget_warmup
 
 
-@dataclass
+@config_dataclass
 class OptimConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
-    seed: int = 0
+    epochs: Int = Field(10, gt=0)
+    batch_size: Int = Field(32, gt=0)
+    lr: Float = Field(1e-3, gt=0)
+    weight_decay: Float = 0.0
+    grad_clip: Float = 1.0
+    checkpoint_every: Int = Field(50, gt=0)  # optimizer steps between resumable checkpoints
+    seed: Int = 0
     schedule: str = "cosine"  # cosine (with 3% linear warm-up) | constant
-    min_lr_fraction: float = 0.05  # cosine floor, as a fraction of lr
+    min_lr_fraction: Float = 0.05  # cosine floor, as a fraction of lr
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "lr", "checkpoint_every"):
-            _positive(name, getattr(self, name))
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
 
@@ -418,39 +474,32 @@ class OptimConfig:
 LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@dataclass
+@config_dataclass
 class MemoryConfig:
     """Options that let a large teacher/student train in less memory (all off by default)."""
 
     freeze_vision: bool = False  # the vision encoder gets no gradients and no optimizer state
-    lora_rank: int = 0  # >0: LoRA (peft) on the decoder layers' linear projections; their base weights freeze
-    lora_alpha: float = 0.0  # LoRA scale numerator (0: 2 * lora_rank)
-    lora_dropout: float = 0.0
+    # >0: LoRA (peft) on the decoder layers' linear projections; their base weights freeze
+    lora_rank: Int = Field(0, ge=0)
+    lora_alpha: Float = Field(0.0, ge=0)  # LoRA scale numerator (0: 2 * lora_rank)
+    lora_dropout: Float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] = field(default_factory=lambda: list(LORA_DEFAULT_TARGETS))  # leaf names ([]: all)
     autocast_bf16: bool = False  # bf16 autocast of forward passes: CUDA only (an error on CPU)
     gradient_checkpointing: bool = False  # decoder layers recompute their activations in backward
     release_teacher: bool = False  # distillation: after stage 1 the teacher's weights become the student
     # (no second copy); stage 2 reads the teacher only from its cached, sample-keyed outputs
 
-    def validate(self) -> None:
-        if self.lora_rank < 0:
-            raise ConfigError(f"memory.lora_rank must be >= 0, got {self.lora_rank}")
-        if self.lora_alpha < 0:
-            raise ConfigError(f"memory.lora_alpha must be >= 0, got {self.lora_alpha}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"memory.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-
 
 DISTRIBUTED_STRATEGIES = ("none", "ddp", "fsdp")
 
 
-@dataclass
+@config_dataclass
 class DistributedConfig:
     """Multi-process training (launch with torchrun; see docs/distributed.md)."""
 
     strategy: str = "none"  # none | ddp | fsdp (fsdp: decoder layers and the rest sharded, FSDP2)
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
-    timeout_s: float = 600.0  # a collective that waits longer fails instead of hanging
+    timeout_s: Float = Field(600.0, gt=0)  # a collective that waits longer fails instead of hanging
 
     def validate(self) -> None:
         if self.strategy not in DISTRIBUTED_STRATEGIES:
@@ -458,42 +507,34 @@ class DistributedConfig:
                               f"valid: {', '.join(DISTRIBUTED_STRATEGIES)}")
         if self.backend not in ("auto", "gloo", "nccl"):
             raise ConfigError(f"distributed.backend must be auto, gloo or nccl, got {self.backend!r}")
-        _positive("distributed.timeout_s", self.timeout_s)
 
 
-@dataclass
+@config_dataclass
 class TeacherTrainConfig:
     model: TinyVLAConfig = field(default_factory=TinyVLAConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, lr=1e-3))
-    held_out_fraction: float = 0.15
+    held_out_fraction: Float = 0.15
     device: str = "auto"
-    augment_shift_px: int = 0  # random image shifts of up to this many pixels while training (0 = off)
+    augment_shift_px: Int = Field(0, ge=0)  # random image shifts of up to this many pixels while training (0 = off)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
-    def validate(self) -> None:
-        if self.augment_shift_px < 0:
-            raise ConfigError(f"augment_shift_px must be >= 0 (0 = off), got {self.augment_shift_px}")
 
-
-@dataclass
+@config_dataclass
 class DistillConfig:
     graph: GraphConfig = field(default_factory=GraphConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     probe: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=5, lr=1e-3))
     student: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=15, lr=3e-4))
-    router_lr: float = 3e-3  # the router learns from scratch; the backbone only adapts
+    router_lr: Float = Field(3e-3, gt=0)  # the router learns from scratch; the backbone only adapts
     train_backbone: bool = True  # False: only the router adapts (cheapest, for huge teachers)
-    max_train_episodes: int = 0  # >0: distil on this many training episodes (stages 1-2 cost less)
-    held_out_fraction: float = 0.15
+    max_train_episodes: Int = Field(0, ge=0)  # >0: distil on this many training episodes (stages 1-2 cost less)
+    held_out_fraction: Float = 0.15
     device: str = "auto"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self) -> None:
-        _positive("router_lr", self.router_lr)
         if self.memory.lora_rank and not self.train_backbone:
             raise ConfigError("memory.lora_rank > 0 adapts the backbone: it needs train_backbone: true")
-        if self.max_train_episodes < 0:
-            raise ConfigError(f"max_train_episodes must be >= 0, got {self.max_train_episodes}")

@@ -8,7 +8,7 @@ Shared by ``distill_node`` and ``actdistill distill``::
     result.student_dir, result.report["flops_ratio"]
 """
 
-from .config import DistillJobConfig, config_from_mapping, flatten, load_distill_job_config, unflatten
+from .config import DistillJobConfig, config_from_mapping, load_distill_job_config
 from .job import USER_ERRORS, DistillJobError, JobResult, ProgressCallback, check_teacher, run_distill_job
 
 __all__ = [
@@ -19,8 +19,6 @@ __all__ = [
     "ProgressCallback",
     "check_teacher",
     "config_from_mapping",
-    "flatten",
     "load_distill_job_config",
     "run_distill_job",
-    "unflatten",
 ]

@@ -15,79 +15,29 @@ one of them silently lose.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import Field
 
 from ..core.config import (
     ConfigError,
     DistillConfig,
+    Float,
+    Int,
     TeacherTrainConfig,
+    config_dataclass,
     deep_merge,
+    flatten,
     from_dict,
     parse_overrides,
     to_dict,
+    unflatten,
 )
 from ..ingest.config import ACTION_SOURCES, IngestConfig, IngestError
 from ..teachers.options import HFTeacherOptions
-
-FIELD_HELP: dict[str, str] = {
-    "bags": "Rosbags to ingest: a rosbag2 directory, a .mcap/.db3/ROS 1 .bag file, a directory searched "
-            "recursively for bags, or a list of those. Exactly one of `bags` and `dataset`.",
-    "dataset": "An already-ingested dataset directory (dataset.json) to use instead of `bags`.",
-    "image_topic": "Camera topic in the bags (sensor_msgs/Image or CompressedImage).",
-    "instruction_topic": "Language instruction topic (std_msgs/String); a new instruction starts a new episode. "
-                         "Exactly one of `instruction_topic` and `instruction` (with `bags`).",
-    "instruction": "One fixed instruction for every bag, instead of `instruction_topic`.",
-    "action_topic": "Teleoperation command topic in the bags.",
-    "action_source": "Type of `action_topic`: `ee` (actdistill_ros/EndEffectorAction deltas), `twist` "
-                     "(TwistStamped velocities, integrated over a control period) or `pose` (PoseStamped targets, "
-                     "differenced).",
-    "gripper_topic": "With `twist`/`pose`: gripper topic (std_msgs/Float64 or sensor_msgs/JointState); "
-                     "'' = gripper 0.",
-    "gripper_joint": "JointState joint name of the gripper ('' = the first position).",
-    "control_rate_hz": "Control rate the episodes are resampled to; the student acts at this rate [Hz].",
-    "max_gap_s": "A gap in images or actions longer than this splits an episode [s].",
-    "min_episode_steps": "Episodes shorter than this are dropped (listed in the dataset summary) [steps].",
-    "image_size": "Stored (square) image size; 0 = the teacher's input size [px].",
-    "teacher": "Teacher: an actdistill teacher checkpoint (e.g. from `actdistill train-teacher`), or a Hugging Face "
-               "transformers model directory (LLaVA, Idefics3/SmolVLM, PaliGemma, Qwen2-VL, OpenVLA; detected from its "
-               "config.json, options in `hf_teacher`, see docs/hf_teachers.md); '' = the teacher shipped with the "
-               "package.",
-    "train_teacher": "Train a TinyVLA teacher on the data first (into `output_dir/teacher`; `teacher` must be ''); "
-                     "sizes and optimiser via `teacher_training.*`.",
-    "keep_ratio": "Target fraction of decoder layers the student executes, in (0, 1] "
-                  "(DistillConfig.loss.keep_ratio).",
-    "epochs": "Stage-2 (distillation) epochs (DistillConfig.student.epochs).",
-    "probe_epochs": "Stage-1 (graph probe) epochs (DistillConfig.probe.epochs).",
-    "batch_size": "Batch size of every training stage (probe, student, teacher).",
-    "device": "Training/benchmark device: auto (CUDA when available), cpu, cuda, cuda:N.",
-    "threads": "torch CPU threads for this job; 0 = torch's default (one per core).",
-    "output_dir": "Required. Receives dataset/, runs/ (resumable state), student/ (the exported checkpoint), "
-                  "report.json, report.md and plots/. Rerunning with the same output_dir resumes.",
-    "baselines": "Also train and benchmark the baselines the learned router must beat, at the student's layer "
-                 "count and stage-2 budget: the greedily chosen best fixed layers fine-tuned (`static`) and untuned "
-                 "(`static_untuned`), and random layers per sample (`random`); checkpoints in "
-                 "`output_dir/baselines/<name>/`, numbers in report.json `baselines`.",
-    "restart": "Start over in `output_dir`: its runs/, student/, baselines/, report and the teacher it trained or "
-               "prepared are removed first (the ingested dataset is reused while the bags and ingest settings are "
-               "unchanged). Without it a rerun resumes, and one with other settings is an error naming them.",
-    "report_eval_samples": "Held-out samples for the report's action errors; 0 = all.",
-    "report_latency_iters": "Timed batch-1 forward passes per model (and per layer cap) in the report.",
-    "distill": "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
-               "`distill.router.threshold`, `distill.student.lr`, `distill.student.checkpoint_every`, "
-               "`distill.held_out_fraction`.",
-    "hf_teacher": "With a transformers model directory as `teacher`: the adapter's options, e.g. `hf_teacher.head` "
-                  "(regression, tokens, flow: a new head fitted on the demos first; action_tokens: OpenVLA's own), "
-                  "`hf_teacher.chunk_size`, `hf_teacher.prompt`, `hf_teacher.unnorm_key`, "
-                  "`hf_teacher.trust_remote_code`, `hf_teacher.dtype` (docs/hf_teachers.md).",
-    "teacher_training": "Advanced, with `train_teacher`: TeacherTrainConfig fields, e.g. "
-                        "`teacher_training.model.num_layers`, `teacher_training.optim.epochs`.",
-}
 
 # DistillConfig / TeacherTrainConfig fields owned by a simple key (nested path -> simple key).
 DISTILL_OWNED = {
@@ -101,39 +51,97 @@ DISTILL_OWNED = {
 TEACHER_OWNED = {"optim.batch_size": "batch_size", "device": "device"}
 
 
-@dataclass
+@config_dataclass
 class DistillJobConfig:
-    """Everything a distillation job needs; ``FIELD_HELP`` documents each key (the README table)."""
+    """Everything a distillation job needs; each field's description documents it (the README table,
+    the node's ParameterDescriptors)."""
 
-    bags: str | list[str] = ""
-    dataset: str = ""
-    image_topic: str = "/camera/image_raw"
-    instruction_topic: str = ""
-    instruction: str = ""
-    action_topic: str = "/teleop/ee_action"
-    action_source: str = "ee"
-    gripper_topic: str = ""
-    gripper_joint: str = ""
-    control_rate_hz: float = 10.0
-    max_gap_s: float = 0.5
-    min_episode_steps: int = 10
-    image_size: int = 0
-    teacher: str = ""
-    train_teacher: bool = False
-    keep_ratio: float = 0.45
-    epochs: int = 15
-    probe_epochs: int = 5
-    batch_size: int = 32
-    device: str = "auto"
-    threads: int = 0
-    output_dir: str = ""
-    baselines: bool = False
-    restart: bool = False
-    report_eval_samples: int = 200
-    report_latency_iters: int = 20
-    distill: dict[str, Any] = field(default_factory=dict)
-    hf_teacher: dict[str, Any] = field(default_factory=dict)
-    teacher_training: dict[str, Any] = field(default_factory=dict)
+    bags: str | list[str] = Field("", description=(
+        "Rosbags to ingest: a rosbag2 directory, a .mcap/.db3/ROS 1 .bag file, a directory searched "
+        "recursively for bags, or a list of those. Exactly one of `bags` and `dataset`."
+    ))
+    dataset: str = Field("", description=(
+        "An already-ingested dataset directory (dataset.json) to use instead of `bags`."
+    ))
+    image_topic: str = Field("/camera/image_raw", description=(
+        "Camera topic in the bags (sensor_msgs/Image or CompressedImage)."
+    ))
+    instruction_topic: str = Field("", description=(
+        "Language instruction topic (std_msgs/String); a new instruction starts a new episode. Exactly one of"
+        " `instruction_topic` and `instruction` (with `bags`)."
+    ))
+    instruction: str = Field("", description="One fixed instruction for every bag, instead of `instruction_topic`.")
+    action_topic: str = Field("/teleop/ee_action", description="Teleoperation command topic in the bags.")
+    action_source: str = Field("ee", description=(
+        "Type of `action_topic`: `ee` (actdistill_ros/EndEffectorAction deltas), `twist` (TwistStamped "
+        "velocities, integrated over a control period) or `pose` (PoseStamped targets, differenced)."
+    ))
+    gripper_topic: str = Field("", description=(
+        "With `twist`/`pose`: gripper topic (std_msgs/Float64 or sensor_msgs/JointState); '' = gripper 0."
+    ))
+    gripper_joint: str = Field("", description="JointState joint name of the gripper ('' = the first position).")
+    control_rate_hz: Float = Field(10.0, gt=0, allow_inf_nan=False, description=(
+        "Control rate the episodes are resampled to; the student acts at this rate [Hz]."
+    ))
+    max_gap_s: Float = Field(0.5, gt=0, allow_inf_nan=False, description=(
+        "A gap in images or actions longer than this splits an episode [s]."
+    ))
+    min_episode_steps: Int = Field(10, ge=1, description=(
+        "Episodes shorter than this are dropped (listed in the dataset summary) [steps]."
+    ))
+    image_size: Int = Field(0, ge=0, description="Stored (square) image size; 0 = the teacher's input size [px].")
+    teacher: str = Field("", description=(
+        "Teacher: an actdistill teacher checkpoint (e.g. from `actdistill train-teacher`), or a Hugging Face "
+        "transformers model directory (LLaVA, Idefics3/SmolVLM, PaliGemma, Qwen2-VL, OpenVLA; detected from "
+        "its config.json, options in `hf_teacher`, see docs/hf_teachers.md); '' = the teacher shipped with "
+        "the package."
+    ))
+    train_teacher: bool = Field(False, description=(
+        "Train a TinyVLA teacher on the data first (into `output_dir/teacher`; `teacher` must be ''); sizes "
+        "and optimiser via `teacher_training.*`."
+    ))
+    keep_ratio: Float = Field(0.45, gt=0, le=1, description=(
+        "Target fraction of decoder layers the student executes, in (0, 1] (DistillConfig.loss.keep_ratio)."
+    ))
+    epochs: Int = Field(15, gt=0, description="Stage-2 (distillation) epochs (DistillConfig.student.epochs).")
+    probe_epochs: Int = Field(5, gt=0, description="Stage-1 (graph probe) epochs (DistillConfig.probe.epochs).")
+    batch_size: Int = Field(32, gt=0, description="Batch size of every training stage (probe, student, teacher).")
+    device: str = Field("auto", description="Training/benchmark device: auto (CUDA when available), cpu, cuda, cuda:N.")
+    threads: Int = Field(0, ge=0, description="torch CPU threads for this job; 0 = torch's default (one per core).")
+    output_dir: str = Field("", description=(
+        "Required. Receives dataset/, runs/ (resumable state), student/ (the exported checkpoint), "
+        "report.json, report.md and plots/. Rerunning with the same output_dir resumes."
+    ))
+    baselines: bool = Field(False, description=(
+        "Also train and benchmark the baselines the learned router must beat, at the student's layer count "
+        "and stage-2 budget: the greedily chosen best fixed layers fine-tuned (`static`) and untuned "
+        "(`static_untuned`), and random layers per sample (`random`); checkpoints in "
+        "`output_dir/baselines/<name>/`, numbers in report.json `baselines`."
+    ))
+    restart: bool = Field(False, description=(
+        "Start over in `output_dir`: its runs/, student/, baselines/, report and the teacher it trained or "
+        "prepared are removed first (the ingested dataset is reused while the bags and ingest settings are "
+        "unchanged). Without it a rerun resumes, and one with other settings is an error naming them."
+    ))
+    report_eval_samples: Int = Field(200, ge=0, description="Held-out samples for the report's action errors; 0 = all.")
+    report_latency_iters: Int = Field(20, gt=0, description=(
+        "Timed batch-1 forward passes per model (and per layer cap) in the report."
+    ))
+    distill: dict[str, Any] = Field(default_factory=dict, description=(
+        "Advanced: any other DistillConfig field as a nested key, e.g. `distill.loss.gamma`, "
+        "`distill.router.threshold`, `distill.student.lr`, `distill.student.checkpoint_every`, "
+        "`distill.held_out_fraction`."
+    ))
+    hf_teacher: dict[str, Any] = Field(default_factory=dict, description=(
+        "With a transformers model directory as `teacher`: the adapter's options, e.g. `hf_teacher.head` "
+        "(regression, tokens, flow: a new head fitted on the demos first; action_tokens: OpenVLA's own), "
+        "`hf_teacher.chunk_size`, `hf_teacher.prompt`, `hf_teacher.unnorm_key`, "
+        "`hf_teacher.trust_remote_code`, `hf_teacher.dtype` (docs/hf_teachers.md)."
+    ))
+    teacher_training: dict[str, Any] = Field(default_factory=dict, description=(
+        "Advanced, with `train_teacher`: TeacherTrainConfig fields, e.g. `teacher_training.model.num_layers`,"
+        " `teacher_training.optim.epochs`."
+    ))
 
     def validate(self) -> None:
         bags = self.bag_list
@@ -151,10 +159,6 @@ class DistillJobConfig:
                 raise ConfigError(f"action_source: {self.action_source!r}, expected one of {', '.join(ACTION_SOURCES)}")
             if self.gripper_topic.strip() and self.action_source == "ee":
                 raise ConfigError("gripper_topic: not used with action_source 'ee' (the gripper is in the message)")
-        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
-            raise ConfigError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
-        if self.image_size < 0:
-            raise ConfigError(f"image_size must be >= 0 (0 = the teacher's), got {self.image_size}")
         if self.train_teacher and self.teacher.strip():
             raise ConfigError("teacher: leave empty with train_teacher: true (the teacher is trained into "
                               "output_dir/teacher)")
@@ -163,14 +167,6 @@ class DistillJobConfig:
         if self.hf_teacher and not self.teacher.strip():
             raise ConfigError("hf_teacher.*: only used when `teacher` is a transformers model directory")
         self.hf_teacher_options()
-        if self.threads < 0:
-            raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
-        for name in ("epochs", "probe_epochs", "batch_size", "report_latency_iters"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.report_eval_samples < 0:
-            raise ConfigError(f"report_eval_samples must be >= 0 (0 = all held-out samples), "
-                              f"got {self.report_eval_samples}")
         self.distill_config()  # unknown/owned nested keys and bad values fail now, not hours later
         if self.train_teacher:
             self.teacher_train_config()
@@ -246,39 +242,6 @@ def _reject_owned(where: str, data: dict[str, Any], owned: dict[str, str]) -> No
 # ------------------------------------------------------------------------------- loading
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}`` (what ROS makes of nested parameters)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def unflatten(data: dict[str, Any]) -> dict[str, Any]:
-    """Dotted keys -> nested mappings, merged with nested mappings already there."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = unflatten(value)
-        parts = str(key).split(".")
-        node = out
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{key}: {part!r} is both a value and a mapping")
-            node = child
-        last = parts[-1]
-        if isinstance(node.get(last), dict) and isinstance(value, dict):
-            node[last] = deep_merge(node[last], value)
-        else:
-            node[last] = value
-    return out
-
-
 def ros_parameters(data: dict[str, Any]) -> dict[str, Any]:
     """The parameters of a ROS 2 params file (all ``<node>: ros__parameters:`` sections merged in
     file order), or ``data`` itself when it is a plain mapping."""
@@ -329,12 +292,11 @@ def load_distill_job_config(path: str | Path | None, overrides: list[str] | None
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, help) of every key: the README table and the node's parameters."""
-    out = []
-    for f in dataclasses.fields(DistillJobConfig):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        out.append((f.name, str(f.type), default, FIELD_HELP[f.name]))
-    return out
+    """(name, type, default, description) of every key: the README table and the node's parameters."""
+    fields = DistillJobConfig.__dataclass_fields__
+    return [(name, re.sub(r"\b(Int|Float)\b", lambda m: m.group(1).lower(), str(fields[name].type)),
+             info.get_default(call_default_factory=True), info.description or "")
+            for name, info in DistillJobConfig.__pydantic_fields__.items()]
 
 
 def markdown_table() -> str:

@@ -44,7 +44,7 @@ from ..core.checkpoint import (
     load_teacher,
     weights_sha256,
 )
-from ..core.config import ConfigError, to_dict
+from ..core.config import ConfigError, flatten, to_dict
 from ..core.dataset import DatasetError, Episode, EpisodeDataset
 from ..core.loop import batches_per_epoch
 from ..core.pipeline import run_distillation, run_teacher_training
@@ -636,8 +636,6 @@ class _Job:
 
 def _diff(key: str, old: Any, new: Any) -> str:
     if isinstance(old, dict) and isinstance(new, dict):
-        from .config import flatten
-
         a, b = flatten(old), flatten(new)
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         return f"{key}: " + ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:6])

@@ -37,16 +37,16 @@ import traceback
 from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor  # noqa: I001  (ROS message packages after rclpy)
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from actdistill_ros.core.config import ConfigError
+from actdistill_ros.core.config import ConfigError, field_range, unflatten
 from actdistill_ros.distill_job import USER_ERRORS, DistillJobConfig, config_from_mapping, run_distill_job
-from actdistill_ros.distill_job.config import field_docs, unflatten
+from actdistill_ros.distill_job.config import field_docs
+from actdistill_ros.nodes.parameters import descriptor
 
 NODE_NAME = "distill_node"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -76,7 +76,8 @@ class DistillNode(Node):
         for name, _type, default, text in field_docs():
             if name in NESTED_KEYS or self.has_parameter(name):
                 continue
-            self.declare_parameter(name, default, ParameterDescriptor(description=text, dynamic_typing=True))
+            bounds = field_range(DistillJobConfig.__pydantic_fields__[name])
+            self.declare_parameter(name, default, descriptor(text, default, bounds))
         self._publisher = self.create_publisher(String, "~/progress", PROGRESS_QOS)
         self._last_log = 0.0
         self._lock = threading.Lock()

@@ -90,7 +90,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -122,6 +122,7 @@ from actdistill_ros.core.images import ImageDecodeError, compressed_msg_to_rgb, 
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
+from .parameters import descriptor
 from .spin import run_node
 
 try:
@@ -936,20 +937,10 @@ class PolicyNode(LifecycleNode):
 
 
 def _descriptor(spec: ParamSpec, with_range: bool = True) -> ParameterDescriptor:
+    # numbers: accept 10 as well as 10.0 from -p / YAML; validate_config checks types
     numeric = isinstance(spec.default, int | float | list) and not isinstance(spec.default, bool)
-    descriptor = ParameterDescriptor(
-        description=spec.description,
-        read_only=not spec.runtime,
-        # numbers: accept 10 as well as 10.0 from -p / YAML; validate_config checks types
-        dynamic_typing=numeric,
-    )
-    if with_range and spec.range is not None:
-        lo, hi = spec.range
-        if isinstance(spec.default, int):
-            descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
-        else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    return descriptor
+    return descriptor(spec.description, spec.default, spec.range if with_range else None, read_only=not spec.runtime,
+                      dynamic_typing=numeric)
 
 
 def _qos(depth: int, reliable: bool, latched: bool) -> QoSProfile:

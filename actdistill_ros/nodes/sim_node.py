@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
+from pydantic import Field
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -49,7 +50,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 
-from actdistill_ros.core.config import ConfigError, from_dict
+from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, from_dict
 from actdistill_ros.msg import EndEffectorAction, SimEpisode
 from actdistill_ros.sim.config import SimConfig
 from actdistill_ros.sim.gl_backend import RenderBackendError
@@ -62,25 +63,18 @@ NODE_NAME = "sim_node"
 SIM_EPOCH_S = 1.0  # simulated time starts here: ROS treats time 0 as "not set"
 
 
-@dataclass
+@config_dataclass
 class SimNodeConfig:
     sim: SimConfig = field(default_factory=SimConfig)
-    real_time_factor: float = 1.0  # simulated seconds per wall second
-    command_timeout_s: float = 0.5  # hold a command at most this long (simulated time) [s]
-    initial_seed: int = 0  # first episode at start-up; -1 = wait for sim/reset
+    real_time_factor: Float = Field(1.0, gt=0, allow_inf_nan=False)  # simulated seconds per wall second
+    # hold a command at most this long (simulated time) [s]
+    command_timeout_s: Float = Field(0.5, gt=0, allow_inf_nan=False)
+    initial_seed: Int = 0  # first episode at start-up; -1 = wait for sim/reset
     initial_task: str = ""  # '' = drawn from the seed
     camera_frame_id: str = "front_camera"
     wait_for_node: str = ""  # start the first episode once this lifecycle node is active ('' = at once)
     auto_reset: bool = False  # start the next episode (seed + 1) when one is done
-    episodes: int = 0  # end the node after this many finished episodes (0 = never)
-
-    def validate(self) -> None:
-        for name in ("real_time_factor", "command_timeout_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
-        if self.episodes < 0:
-            raise ConfigError(f"episodes must be >= 0 (0 = no limit), got {self.episodes}")
+    episodes: Int = Field(0, ge=0)  # end the node after this many finished episodes (0 = never)
 
 
 def _declare(node: Node) -> SimNodeConfig:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from pydantic import Field
 
 from actdistill_ros.core.checkpoint import STUDENT_FORMAT, read_checkpoint_info
+from actdistill_ros.core.config import Float, Int, config_dataclass
 from actdistill_ros.core.progress import progress_bar
 from actdistill_ros.sim.tasks import task_names
 
@@ -27,16 +29,16 @@ MODE_TELEOP, MODE_AUTONOMY = 0, 2
 SOURCE_HUMAN, SOURCE_POLICY, SOURCE_BLEND = 1, 2, 3
 
 
-@dataclass
+@config_dataclass
 class EvalConfig:
-    episodes: int = 50  # per task
-    seed: int = 0
+    episodes: Int = Field(50, gt=0)  # per task
+    seed: Int = 0
     tasks: str = "all"
-    real_time_factor: float = 2.0  # simulated seconds per wall second
+    real_time_factor: Float = Field(2.0, gt=0)  # simulated seconds per wall second
     device: str = "auto"
-    episode_timeout_s: float = 120.0  # wall-clock guard per episode
-    latency_budget_ms: float = 0.0  # the policy node's latency_budget_ms (0: off; students only)
-    node_threads: int = 0  # torch CPU threads of the policy node (0: torch's default)
+    episode_timeout_s: Float = Field(120.0, gt=0)  # wall-clock guard per episode
+    latency_budget_ms: Float = Field(0.0, ge=0)  # the policy node's latency_budget_ms (0: off; students only)
+    node_threads: Int = Field(0, ge=0)  # torch CPU threads of the policy node (0: torch's default)
 
 
 def eval_seed(seed: int, index: int) -> int:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import rclpy
+from pydantic import Field
 
+from actdistill_ros.core.config import Float, Int, config_dataclass
 from actdistill_ros.sim.tasks import task_names
 
 from .driver import Driver
@@ -22,18 +24,18 @@ RECORDED_TOPICS = ["/camera/image_raw", "/instruction", "/teleop/twist", "/teleo
 RECORD_SEED_OFFSET = 10_000  # demonstration layouts never reuse evaluation seeds (see evaluate.py)
 
 
-@dataclass
+@config_dataclass
 class RecordConfig:
-    episodes: int = 60
-    seed: int = 0
+    episodes: Int = Field(60, gt=0)
+    seed: Int = 0
     tasks: str = "all"
     storage: str = "mcap"
-    image_size: int = 64
-    real_time_factor: float = 5.0
-    expert_noise_m: float = 0.003  # the human's own jitter (in the recorded commands)
+    image_size: Int = Field(64, gt=0)
+    real_time_factor: Float = Field(5.0, gt=0)
+    expert_noise_m: Float = Field(0.003, ge=0)  # the human's own jitter (in the recorded commands)
     # the arm's imperfect tracking while recording (not in the recorded commands): the demos then
     # show corrections from off-course states (DART); see SimConfig.actuation_noise_m
-    actuation_noise_m: float = 0.006
+    actuation_noise_m: Float = Field(0.006, ge=0)
 
 
 def episode_seed(seed: int, index: int) -> int:

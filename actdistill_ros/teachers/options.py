@@ -5,17 +5,19 @@ Kept free of heavy imports: the job config validates these before anything is lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
-from ..core.config import ActionHeadConfig, ConfigError, from_dict
+from pydantic import Field
+
+from ..core.config import ActionHeadConfig, ConfigError, Float, Int, config_dataclass, from_dict
 
 CORE_HEADS = ("regression", "tokens", "flow")  # core.action_heads, on top of the final hidden states
 HEAD_TYPES = [*CORE_HEADS, "action_tokens"]  # extended by teachers.action_heads.register_action_head
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 
-@dataclass
+@config_dataclass
 class HFTeacherOptions:
     """How a transformers image-text-to-text model becomes a VLA teacher."""
 
@@ -26,35 +28,28 @@ class HFTeacherOptions:
     # with the checkpoint's dataset statistics (``unnorm_key``): nothing new to fit.
     head: str = "regression"
     head_config: dict[str, Any] = field(default_factory=dict)  # ActionHeadConfig fields except kind
-    chunk_size: int = 4  # future actions per pass (action_tokens: 7 tokens per action, OpenVLA uses 1)
+    chunk_size: Int = Field(4, gt=0)  # future actions per pass (action_tokens: 7 tokens per action, OpenVLA uses 1)
     # prompt template: "{instruction}" is replaced by the instruction and "{image}" by the
     # family's image placeholder; '' = the family default (OpenVLA's "In: What action ..." for openvla)
     prompt: str = ""
-    max_text_tokens: int = 48  # instruction tokens beyond the template; longer instructions are an error
-    image_size: int = 0  # square input size the images are resized to; 0 = from the image processor
+    max_text_tokens: Int = Field(48, gt=0)  # instruction tokens beyond the template; longer instructions are an error
+    image_size: Int = Field(0, ge=0)  # square input size the images are resized to; 0 = from the image processor
     trust_remote_code: bool = False  # run Python code shipped in the model directory (OpenVLA's Prismatic)
     dtype: str = "auto"  # weights dtype when loading: auto (as stored), float32, bfloat16, float16
     unnorm_key: str = ""  # action_tokens: dataset statistics to de-normalise with ('' = the only one)
     constrain_action_tokens: bool = False  # action_tokens: argmax over the 256 action ids only (OpenVLA: no)
-    head_epochs: int = 5  # regression/tokens/flow: epochs fitting the new head on the demos (backbone frozen)
-    head_lr: float = 1e-3
+    # regression/tokens/flow: epochs fitting the new head on the demos (backbone frozen)
+    head_epochs: Int = Field(5, gt=0)
+    head_lr: Float = Field(1e-3, gt=0)
 
     def validate(self) -> None:
         if self.head not in HEAD_TYPES:
             raise ConfigError(f"hf_teacher.head: {self.head!r}, expected one of {', '.join(HEAD_TYPES)}")
         if self.dtype not in DTYPE_NAMES:
             raise ConfigError(f"hf_teacher.dtype: {self.dtype!r}, expected one of {', '.join(DTYPE_NAMES)}")
-        for name in ("chunk_size", "max_text_tokens", "head_epochs"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"hf_teacher.{name} must be > 0, got {getattr(self, name)}")
-        if self.image_size < 0:
-            raise ConfigError(
-                f"hf_teacher.image_size must be >= 0 (0 = from the image processor), got {self.image_size}"
-            )
-        if not self.head_lr > 0:
-            raise ConfigError(f"hf_teacher.head_lr must be > 0, got {self.head_lr}")
-        if self.head in CORE_HEADS:
-            self.core_head_config()
+        if self.head in CORE_HEADS:  # typed as ActionHeadConfig's fields (a --set value arrives as text)
+            head = self.core_head_config()
+            self.head_config = {name: getattr(head, name) for name in self.head_config}
         elif self.head_config:
             raise ConfigError(f"hf_teacher.head_config: only used with the core heads ({', '.join(CORE_HEADS)})")
         if self.prompt and "{instruction}" not in self.prompt:
