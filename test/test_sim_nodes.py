@@ -207,3 +207,24 @@ def test_handoff_teleop_autonomy_override(tmp_path):
     assert "override" in override["reason"]
     assert result["policy_commands"] > 0 and result["human_commands"] > 0
     assert result["ticks_from_override_to_human_command"] <= 1
+
+
+@pytest.mark.ros
+def test_sim_node_parameters_are_described_from_the_fields(rclpy_context):
+    """`ros2 param describe` on the sim node shows each field's description (sim.* nested too), and a
+    range only where a field has both bounds."""
+    from actdistill_ros.nodes.sim_node import SimNode, SimNodeConfig
+    from actdistill_ros.sim.config import SimConfig
+
+    node = SimNode(context=rclpy_context)
+    try:
+        size, episodes, rate = node.describe_parameters(["sim.image_size", "episodes", "real_time_factor"])
+        assert size.description == SimConfig.__pydantic_fields__["image_size"].description
+        assert "[px]" in size.description
+        assert episodes.description == SimNodeConfig.__pydantic_fields__["episodes"].description
+        assert rate.description and not rate.floating_point_range  # gt=0 only: no range to announce
+        undescribed = [name for name, d in zip(node._parameters, node.describe_parameters(list(node._parameters)),
+                                              strict=True) if name != "use_sim_time" and not d.description]
+        assert not undescribed, undescribed
+    finally:
+        node.destroy_node()

@@ -50,13 +50,14 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 
-from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, from_dict
+from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, field_range, from_dict
 from actdistill_ros.msg import EndEffectorAction, SimEpisode
 from actdistill_ros.sim.config import SimConfig
 from actdistill_ros.sim.gl_backend import RenderBackendError
 from actdistill_ros.sim.tabletop import TabletopSim
 from actdistill_ros.srv import ResetEpisode
 
+from .parameters import descriptor
 from .spin import run_node
 
 NODE_NAME = "sim_node"
@@ -66,27 +67,36 @@ SIM_EPOCH_S = 1.0  # simulated time starts here: ROS treats time 0 as "not set"
 @config_dataclass
 class SimNodeConfig:
     sim: SimConfig = field(default_factory=SimConfig)
-    real_time_factor: Float = Field(1.0, gt=0, allow_inf_nan=False)  # simulated seconds per wall second
-    # hold a command at most this long (simulated time) [s]
-    command_timeout_s: Float = Field(0.5, gt=0, allow_inf_nan=False)
-    initial_seed: Int = 0  # first episode at start-up; -1 = wait for sim/reset
-    initial_task: str = ""  # '' = drawn from the seed
-    camera_frame_id: str = "front_camera"
-    wait_for_node: str = ""  # start the first episode once this lifecycle node is active ('' = at once)
-    auto_reset: bool = False  # start the next episode (seed + 1) when one is done
-    episodes: Int = Field(0, ge=0)  # end the node after this many finished episodes (0 = never)
+    real_time_factor: Float = Field(1.0, gt=0, allow_inf_nan=False,
+                                    description="Simulated seconds per wall second.")
+    command_timeout_s: Float = Field(0.5, gt=0, allow_inf_nan=False,
+                                     description="Hold a command at most this long (simulated time) [s].")
+    initial_seed: Int = Field(0, description="First episode at start-up; -1 = wait for sim/reset.")
+    initial_task: str = Field("", description="Task of the first episode; '' = drawn from the seed.")
+    camera_frame_id: str = Field("front_camera", description="frame_id of the published camera images.")
+    wait_for_node: str = Field("", description="Start the first episode once this lifecycle node is active "
+                                               "('' = at once).")
+    auto_reset: bool = Field(False, description="Start the next episode (seed + 1) when one is done.")
+    episodes: Int = Field(0, ge=0, description="End the node after this many finished episodes (0 = never).")
 
 
 def _declare(node: Node) -> SimNodeConfig:
-    """Declare every parameter (sim.* nested) with its dataclass default, then validate them all."""
+    """Declare every parameter (sim.* nested) with its default, description and range from the
+    config fields (nodes/parameters.py), then validate them all."""
     values: dict[str, Any] = {}
     defaults = SimNodeConfig()
+
+    def declare(name: str, cls: type, default: Any) -> Any:
+        info = cls.__pydantic_fields__[name.rsplit(".", 1)[-1]]
+        return node.declare_parameter(name, default, descriptor(info.description or "", default,
+                                                                field_range(info))).value
+
     for f in fields(SimNodeConfig):
         if f.name == "sim":
-            values["sim"] = {s.name: node.declare_parameter(f"sim.{s.name}", getattr(defaults.sim, s.name)).value
+            values["sim"] = {s.name: declare(f"sim.{s.name}", SimConfig, getattr(defaults.sim, s.name))
                              for s in fields(SimConfig)}
         else:
-            values[f.name] = node.declare_parameter(f.name, getattr(defaults, f.name)).value
+            values[f.name] = declare(f.name, SimNodeConfig, getattr(defaults, f.name))
     return from_dict(SimNodeConfig, values)
 
 
