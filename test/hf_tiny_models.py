@@ -118,40 +118,43 @@ def build_llava(num_layers: int = 4):
     return LlavaForConditionalGeneration(config), processor
 
 
-def build_idefics3(num_layers: int = 4):
-    """Idefics3 (SmolVLM's architecture): SigLIP-style tower -> pixel shuffle -> Llama."""
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessorPil,
-        Idefics3Processor,
-        Idefics3VisionConfig,
-        LlamaConfig,
-    )
+def _idefics_layout(num_layers: int, vision_cls, config_cls, image_processor_cls):
+    """Tokenizer, model config, image processor and image_seq_len of the Idefics3 layout (SigLIP-style
+    tower -> pixel shuffle -> Llama), which Idefics3 and SmolVLM share under their own classes."""
+    from transformers import LlamaConfig
 
     tokenizer = tiny_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
-    vision = Idefics3VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH,
-    )
+    vision = vision_cls(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        image_size=IMAGE_SIZE, patch_size=PATCH)
     text = LlamaConfig(
         **{**TEXT, "num_hidden_layers": num_layers}, vocab_size=_vocab(tokenizer), pad_token_id=tokenizer.pad_token_id
     )
-    config = Idefics3Config(
+    config = config_cls(
         vision_config=vision.to_dict(),
         text_config=text.to_dict(),
         scale_factor=2,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
     )
-    image_processor = Idefics3ImageProcessorPil(
+    image_processor = image_processor_cls(
         do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
     )
-    seq_len = (IMAGE_SIZE // PATCH) ** 2 // 4
+    seq_len = (IMAGE_SIZE // PATCH) ** 2 // 4  # 4, not SmolVLM's class default 169: a loader must read it from the file
+    return tokenizer, config, image_processor, seq_len
+
+
+def build_idefics3(num_layers: int = 4):
+    """Idefics3 (SmolVLM's architecture)."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+    )
+
+    tokenizer, config, image_processor, seq_len = _idefics_layout(
+        num_layers, Idefics3VisionConfig, Idefics3Config, Idefics3ImageProcessorPil)
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len)
     return Idefics3ForConditionalGeneration(config), processor
 
@@ -160,7 +163,6 @@ def build_smolvlm(num_layers: int = 4):
     """SmolVLM: Idefics3's layout under its own classes; its processor also wants a video processor
     (torchvision) and num2words, so without torchvision this is the stand-in users get."""
     from transformers import (
-        LlamaConfig,
         SmolVLMConfig,
         SmolVLMForConditionalGeneration,
         SmolVLMImageProcessorPil,
@@ -171,25 +173,8 @@ def build_smolvlm(num_layers: int = 4):
 
     from actdistill_ros.teachers.processors import processor_class_without_video
 
-    tokenizer = tiny_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
-    vision = SmolVLMVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=PATCH,
-    )
-    text = LlamaConfig(
-        **{**TEXT, "num_hidden_layers": num_layers}, vocab_size=_vocab(tokenizer), pad_token_id=tokenizer.pad_token_id
-    )
-    config = SmolVLMConfig(
-        vision_config=vision.to_dict(),
-        text_config=text.to_dict(),
-        scale_factor=2,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    image_processor = SmolVLMImageProcessorPil(
-        do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
-    )
-    seq_len = (IMAGE_SIZE // PATCH) ** 2 // 4  # 4, not the class default 169: a loader must read it from the file
+    tokenizer, config, image_processor, seq_len = _idefics_layout(
+        num_layers, SmolVLMVisionConfig, SmolVLMConfig, SmolVLMImageProcessorPil)
     if is_torchvision_available():
         from transformers import SmolVLMVideoProcessor
 
