@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from actdistill_ros.core.config import DistillConfig, GraphConfig, LossConfig, OptimConfig, RouterConfig
+from actdistill_ros.core.config import (
+    ConfigError,
+    DistillConfig,
+    GraphConfig,
+    LossConfig,
+    OptimConfig,
+    RouterConfig,
+)
 from actdistill_ros.core.dataset import Episode, EpisodeDataset
 from actdistill_ros.core.graph import LayerProbes
 from actdistill_ros.core.route_stats import route_statistics, routing_warnings
@@ -101,6 +108,41 @@ def test_stage2_controller_reaches_its_target_on_a_small_problem(tmp_path):
     assert history[-1]["keep_target"] == 0.5
     fraction = calibrate_router(result.model, data, 0.5)
     assert fraction == pytest.approx(0.5, abs=1 / (4 * len(data)))
+
+
+def test_train_depths_cycle_after_the_warmup_and_inference_keeps_min_layers(tmp_path):
+    """router.train_depths: after the warm-up every batch runs each input's own top k, k cycling
+    through the depths (by step); the exported student still runs min_layers per input."""
+    teacher = tiny_teacher()
+    data = _data(teacher)
+    teacher.normalizer.fit(data.targets)
+    graph = GraphConfig(graph_dim=16, semantic_dim=16, top_k=4)
+    probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, graph)
+    router = RouterConfig(router_dim=8, min_layers=2, train_depths=[1, 3])
+    cfg = DistillConfig(graph=graph, router=router, loss=LossConfig(keep_ratio=0.5, budget_warmup=0.3),
+                        student=OptimConfig(epochs=6, batch_size=8, lr=1e-3), device="cpu")
+    student = RoutedStudent.from_teacher(teacher, cfg.router)
+    history = distill_student(student, probes, record_teacher(teacher, probes, data), data, cfg, tmp_path).history
+    warm = [h for h in history if h["keep_target"] > 0.75]
+    after = history[len(history) // 2:]
+    assert warm and all(h["depth"] == 2 for h in warm)  # the warm-up as without train_depths
+    assert {h["depth"] for h in after} == {1, 3}
+    for h in after:  # every input ran exactly its top `depth` layers of 4
+        assert h["executed"] == pytest.approx(h["depth"] / TINY.num_layers, abs=1e-6)
+        assert h["keep_target"] == pytest.approx(h["depth"] / TINY.num_layers)
+    assert student.min_layers == 2
+    calibrate_router(student, data, 0.5)
+    out = student.forward_routed(tiny_inputs(student.backbone, 3))
+    assert out.executed.sum(1).tolist() == [2, 2, 2]
+
+
+def test_train_depths_need_top_k_routing_and_fit_the_backbone():
+    with pytest.raises(ConfigError, match="train_depths: needs the learned router with top-k routing"):
+        RouterConfig(min_layers=0, train_depths=[1, 2]).validate()
+    with pytest.raises(ConfigError, match="train_depths: every depth must be >= 1"):
+        RouterConfig(min_layers=2, train_depths=[0, 2]).validate()
+    with pytest.raises(ConfigError, match=r"train_depths \[2, 9\]: more than the backbone's 4 layers"):
+        RouterConfig(min_layers=2, train_depths=[2, 9]).check_layers(4)
 
 
 def test_without_the_controller_the_threshold_stays_put(tmp_path):

@@ -403,8 +403,17 @@ class RouterConfig:
     min_layers: Int = Field(1, ge=0)
     fixed_layers: list[Int] = field(default_factory=list)  # kind fixed: the route (layer indices)
     random_layers: Int = Field(0, ge=0)  # kind random: layers per pass
+    # stage 2 of a top-k student (learned router, min_layers >= 1): after the budget warm-up the
+    # batches cycle through these depths k (every input its own top k), so the student also works at
+    # the depths a latency deadline may cut it to (a top-2-only student is 2x worse at one layer);
+    # [] = always min_layers. Inference still runs min_layers (the node's cap may lower it).
+    train_depths: list[Int] = field(default_factory=list)
 
     def validate(self) -> None:
+        if self.train_depths and (self.kind != "learned" or self.min_layers < 1):
+            raise ConfigError("router.train_depths: needs the learned router with top-k routing (min_layers >= 1)")
+        if any(depth < 1 for depth in self.train_depths):
+            raise ConfigError(f"router.train_depths: every depth must be >= 1, got {self.train_depths}")
         if self.kind not in ROUTER_KINDS:
             raise ConfigError(f"router.kind: unknown router {self.kind!r}; valid: {', '.join(ROUTER_KINDS)}")
         if self.kind == "fixed" and not self.fixed_layers:
@@ -420,6 +429,8 @@ class RouterConfig:
                               f"[0, {num_layers - 1}]")
         if self.random_layers > num_layers:
             raise ConfigError(f"router.random_layers {self.random_layers} > the backbone's {num_layers} layers")
+        if any(depth > num_layers for depth in self.train_depths):
+            raise ConfigError(f"router.train_depths {self.train_depths}: more than the backbone's {num_layers} layers")
 
 
 @config_dataclass

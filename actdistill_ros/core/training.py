@@ -363,20 +363,30 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
     normalizer = student.backbone.normalizer
     gather = world.gather if world.distributed else None
     steer = cfg.loss.budget_control and isinstance(student.router, Router)
-    schedule = {"keep_target": cfg.loss.keep_ratio}
+    depths = list(student.router.cfg.train_depths) if steer else []
+    schedule = {"keep_target": cfg.loss.keep_ratio, "step": 0}
 
     def on_step(step: int, total: int) -> None:
         schedule["keep_target"] = cfg.loss.keep_target(step / max(total, 1))
+        schedule["step"] = step
 
     def step(rows: torch.Tensor):
         inputs, target = data.rows(rows, device)
         target_n = normalizer.normalize(target)
         teacher_sem, teacher_act = (t.to(device) for t in records.lookup(data.sample_ids[rows]))
-        keep_target = schedule["keep_target"]
-        with autocast(cfg.memory, device):
-            out = forward_train(inputs, decode_actions=False, target=target_n,
-                                keep_ratio=keep_target if steer else None, gather=gather)
-            student_sem, student_act = probes(out.per_layer_hidden, out.batch.attention_mask)
+        keep_target, depth = schedule["keep_target"], None
+        if depths and keep_target <= cfg.loss.keep_ratio:  # after the warm-up: the depths in turn (by step:
+            depth = depths[schedule["step"] % len(depths)]  # the same on every rank and after a resume)
+            keep_target = depth / student.num_layers
+        trained_min_layers = student.min_layers
+        student.min_layers = depth or trained_min_layers
+        try:
+            with autocast(cfg.memory, device):
+                out = forward_train(inputs, decode_actions=False, target=target_n,
+                                    keep_ratio=keep_target if steer else None, gather=gather)
+                student_sem, student_act = probes(out.per_layer_hidden, out.batch.attention_mask)
+        finally:
+            student.min_layers = trained_min_layers
         loss, terms = distillation_loss(cfg.loss, out.task_loss.float(), student_sem.float(), teacher_sem,
                                         student_act.float(), teacher_act, target_n, out.gate_probs.float(),
                                         out.gates.float(), gather=gather, keep_target=keep_target)
@@ -384,6 +394,8 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
             student.router.track_offset(out.batch_offset, cfg.loss.budget_momentum)
             terms["keep_target"] = keep_target
             terms["logit_offset"] = float(student.router.logit_offset)
+            if depths:
+                terms["depth"] = depth or trained_min_layers
         return loss, terms
 
     result = run_loop("student", run_dir, {"student": student}, optimizer, cfg.student, len(data), step, stop_after,
