@@ -181,6 +181,13 @@ def spin_until(
 # --------------------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action. A suite started in the background (``cmd &``
+    in a script) inherits SIGINT ignored, and ros2 launch keeps an ignored SIGINT: the Ctrl-C a test
+    sends would be lost (rclpy nodes install their own handler either way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class RosProcess:
     """A child process (usually an rclpy node) whose combined output goes to a log file."""
 
@@ -209,6 +216,7 @@ class RosProcess:
             env=env,
             cwd=cwd,
             start_new_session=new_session,
+            preexec_fn=_default_sigint,
         )
 
     @property
