@@ -43,10 +43,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from actdistill_ros.core.config import ConfigError, field_range, unflatten
+from actdistill_ros.core.config import ConfigError, unflatten
 from actdistill_ros.distill_job import USER_ERRORS, DistillJobConfig, config_from_mapping, run_distill_job
 from actdistill_ros.distill_job.config import field_docs
-from actdistill_ros.nodes.parameters import descriptor
+from actdistill_ros.nodes.parameters import field_descriptor
 
 NODE_NAME = "distill_node"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -76,8 +76,8 @@ class DistillNode(Node):
         for name, _type, default, text in field_docs():
             if name in NESTED_KEYS or self.has_parameter(name):
                 continue
-            bounds = field_range(DistillJobConfig.__pydantic_fields__[name])
-            self.declare_parameter(name, default, descriptor(text, default, bounds))
+            self.declare_parameter(name, default, field_descriptor(DistillJobConfig.__pydantic_fields__[name],
+                                                                   default, text))
         self._publisher = self.create_publisher(String, "~/progress", PROGRESS_QOS)
         self._last_log = 0.0
         self._lock = threading.Lock()

@@ -50,14 +50,14 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 
-from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, field_range, from_dict
+from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, from_dict
 from actdistill_ros.msg import EndEffectorAction, SimEpisode
 from actdistill_ros.sim.config import SimConfig
 from actdistill_ros.sim.gl_backend import RenderBackendError
 from actdistill_ros.sim.tabletop import TabletopSim
 from actdistill_ros.srv import ResetEpisode
 
-from .parameters import descriptor
+from .parameters import field_descriptor
 from .spin import run_node
 
 NODE_NAME = "sim_node"
@@ -88,8 +88,7 @@ def _declare(node: Node) -> SimNodeConfig:
 
     def declare(name: str, cls: type, default: Any) -> Any:
         info = cls.__pydantic_fields__[name.rsplit(".", 1)[-1]]
-        return node.declare_parameter(name, default, descriptor(info.description or "", default,
-                                                                field_range(info))).value
+        return node.declare_parameter(name, default, field_descriptor(info, default)).value
 
     for f in fields(SimNodeConfig):
         if f.name == "sim":
