@@ -92,6 +92,20 @@ def test_sim_node_rejects_counts_and_survives_bad_commands(sim_group):
     assert after.rejected_commands == 5
 
 
+def test_sim_clock_runs_before_the_first_episode(sim_group):
+    """Nodes on sim time tick only while /clock advances: a clock frozen until the first episode
+    left the policy node with one status message (missed by a late subscriber) and no watchdog."""
+    from rosgraph_msgs.msg import Clock
+
+    _, driver = sim_group
+    stamps: list[float] = []
+    driver.create_subscription(Clock, "/clock", lambda m: stamps.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
+    driver.spin_until(lambda: len(stamps) >= 5, 20, "five /clock messages")
+    assert not driver.episodes, "no episode was started"
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), f"/clock did not advance while idle: {stamps}"
+    assert stamps[-1] - stamps[0] == pytest.approx(0.1 * (len(stamps) - 1), abs=1e-6)  # one control period each
+
+
 def test_reset_mid_episode_and_unknown_task(sim_group):
     from actdistill_ros.sim_ros.driver import DriverError
 

@@ -17,7 +17,9 @@ sim.launch.py`` starts it with the policy node).
 Time: the node owns simulated time and publishes it on ``/clock``; other nodes follow it with
 ``use_sim_time:=true``. A steady (wall) timer steps the world one control period at a time,
 ``real_time_factor`` times faster than real time, so closed-loop evaluation can run faster
-than the robot would while every node still sees a 10 Hz world. The newest valid command is
+than the robot would while every node still sees a 10 Hz world. Time runs on before the first
+episode and between episodes too (a frozen clock would freeze every timer of the nodes that
+follow it: no status, no stale-input watchdog). The newest valid command is
 held (zero-order hold) for at most ``command_timeout_s`` of simulated time, then the gripper
 holds still. A command that is non-finite or out of range is rejected, counted (SimEpisode)
 and replaced by "hold still"; physics is never fed a bad value.
@@ -231,7 +233,8 @@ class SimNode(Node):
 
     # -- stepping ---------------------------------------------------------------------------------
     def _on_tick(self) -> None:
-        if self.sim.episode is None:
+        if self.sim.episode is None:  # between episodes time runs on, as it does for a real arm:
+            self._sim_time += self._period  # nodes on sim time keep ticking (watchdogs, status)
             self._publish_clock()
             return
         if self._reset_due:

@@ -108,7 +108,8 @@ def closed_loop_session(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path) 
                         remaps={"image": "camera/image_raw"}, threads=cfg.node_threads or None)
             driver = Driver(group)
             try:
-                driver.spin_until(lambda: len(driver.statuses) > 0, 180, "the policy node (model loading)")
+                driver.wait_active("policy", 180)  # (model loading)
+                driver.spin_until(lambda: len(driver.statuses) > 0, 30, "the policy node's first status")
                 yield driver
             finally:
                 driver.close()
@@ -191,7 +192,8 @@ def handoff_scenario(checkpoint: str | Path, cfg: EvalConfig, log_dir: Path, tel
             driver = Driver(group)
             try:
                 driver.watch_teleop()  # subscribe now: discovery must be done before the override
-                driver.spin_until(lambda: len(driver.statuses) > 0, 180, "the policy node (model loading)")
+                driver.wait_active("policy", 180)  # (model loading)
+                driver.spin_until(lambda: len(driver.statuses) > 0, 30, "the policy node's first status")
                 driver.set_parameter("teleop_expert", "enabled", False)
                 episode = driver.reset(eval_seed(cfg.seed, 0), task_names(cfg.tasks)[0]).episode
                 driver.set_parameter("teleop_expert", "enabled", True)

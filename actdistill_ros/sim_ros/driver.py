@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from geometry_msgs.msg import TwistStamped
+from lifecycle_msgs.msg import State
+from lifecycle_msgs.srv import GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -87,6 +89,22 @@ class Driver(Node):
         if not response.success:
             raise DriverError(f"sim/reset refused: {response.message}")
         return response
+
+    def wait_active(self, node: str, timeout_s: float) -> None:
+        """Until lifecycle node ``node`` reports ``active`` on its ``get_state`` service.
+
+        Asked, not inferred from its topics: a request is answered once discovery is done, while
+        a message published before the subscription matched is simply gone."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            state = self.call(GetState, f"{node}/get_state", GetState.Request(), timeout_s=max(1.0, remaining))
+            if state.current_state.id == State.PRIMARY_STATE_ACTIVE:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"timed out after {timeout_s:.0f} s waiting for {node} to become active "
+                                  f"(it is '{state.current_state.label}')")
+            self.spin_for(0.2)
 
     def wait_episode_done(self, episode: int, timeout_s: float) -> SimEpisode:
         self.spin_until(lambda: episode in self.episodes and self.episodes[episode].done, timeout_s,
