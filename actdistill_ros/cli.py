@@ -138,14 +138,16 @@ def _cmd_sim_job(args) -> int:
 
     run_main_job(args.out, preset="quick" if args.quick else "default", seed=args.seed, device=args.device,
                  eval_episodes=args.eval_episodes, log=lambda line: print(line, flush=True), baselines=args.baselines,
-                 train_teacher=args.train_teacher, threads=args.threads)
+                 train_teacher=args.train_teacher, threads=args.threads, tasks=args.tasks, demos=args.demos,
+                 teacher_epochs=args.teacher_epochs)
     print(f"outputs in {args.out}: demos/bags, distill/ (teacher, student, report), eval.json, eval.md")
     return 0
 
 
 def _add_sim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="episode layouts are drawn from this seed")
-    p.add_argument("--tasks", default="all", help="'all' or one task name (reach_red, reach_green, reach_blue)")
+    p.add_argument("--tasks", default="reach", help="a suite (reach, between), 'all', or task names, comma-separated "
+                   "(reach_red, ..., between_red_blue)")
     p.add_argument("--real-time-factor", type=float, default=None, help="simulated seconds per wall second")
 
 
@@ -244,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the teacher on the recorded demonstrations too (default: distil the shipped teacher)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads for training (0: one per core; 1 when other work shares the machine)")
+    p.add_argument("--tasks", default="reach", help="tasks to record and evaluate: a suite (reach, between), 'all', "
+                   "or task names, comma-separated; other than reach needs --train-teacher")
+    p.add_argument("--demos", type=int, help="demonstrations to record (default: the preset's, 600)")
+    p.add_argument("--teacher-epochs", type=int, help="teacher training epochs (default: the preset's, 30)")
     p.set_defaults(func=_cmd_sim_job)
     return parser
 

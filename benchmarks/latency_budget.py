@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", type=Path, default=None, help="student checkpoint (default: the shipped one)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the shipped one)")
     p.add_argument("--no-teacher", action="store_true", help="skip the teacher reference condition")
-    p.add_argument("--tasks", default="all")
+    p.add_argument("--tasks", default="reach", help="a suite (reach, between), all, or task names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real-time-factor", type=float, default=2.0, help="simulated seconds per wall second")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the policy node (0: torch default)")

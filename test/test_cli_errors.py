@@ -83,6 +83,11 @@ def test_repeated_bags_add_up(tmp_path, capsys):
     (["eval", "--episodes", "0"], "actdistill eval: error: episodes: must be > 0, got 0"),
     (["sim-demos", "--out", "{tmp}/demos", "--image-size", "0"], "image_size: must be > 0, got 0"),
     (["sim-demos", "--out", "{tmp}/demos", "--real-time-factor", "-1"], "real_time_factor: must be > 0, got -1.0"),
+    (["sim-demos", "--out", "{tmp}/demos", "--tasks", "reach,push"], "tasks: unknown task(s) ['push']; known:"),
+    (["eval", "--tasks", "stack"], "tasks: unknown task(s) ['stack']"),
+    (["sim-job", "--out", "{tmp}/demos", "--tasks", "between"],
+     "tasks ['between_green_blue', 'between_red_blue', 'between_red_green']: the shipped teacher was trained on the "
+     "'reach' suite only; add --train-teacher"),
     (["bench", "--teacher", "t", "--student", "s", "--dataset", "d", "--iters", "0"],
      "latency_iters: must be > 0, got 0"),
 ])

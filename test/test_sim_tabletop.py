@@ -18,7 +18,7 @@ from actdistill_ros.core.config import ConfigError  # noqa: E402
 from actdistill_ros.sim.config import SimConfig  # noqa: E402
 from actdistill_ros.sim.expert import ScriptedExpert  # noqa: E402
 from actdistill_ros.sim.tabletop import TabletopSim  # noqa: E402
-from actdistill_ros.sim.tasks import TASKS, task_names  # noqa: E402
+from actdistill_ros.sim.tasks import SUITES, TASKS, task_names  # noqa: E402
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_same_seed_same_world_bit_for_bit(sim):
 
 def test_seed_draws_task_and_instruction(sim):
     drawn = {sim.reset(seed).task for seed in range(30)}
-    assert drawn == set(TASKS)
+    assert drawn == {"reach_red", "reach_green", "reach_blue"}, "a seed-drawn task comes from the default suite"
     info = sim.reset(7, "reach_blue")
     assert info.task == "reach_blue" and "blue" in info.instruction
 
@@ -68,6 +68,31 @@ def test_scripted_expert_succeeds_on_20_seeded_episodes(sim):
         steps.append(sim.steps)
     assert successes / 20 >= 0.95
     assert max(steps) < sim.cfg.max_episode_steps
+
+
+def test_between_task_goal_is_midway_and_the_expert_reaches_it(sim):
+    info = sim.reset(4, "between_red_blue")
+    assert "red" in info.instruction and "blue" in info.instruction
+    midway = (sim.cube_position("red") + sim.cube_position("blue")) / 2
+    np.testing.assert_allclose(sim.goal_position()[:2], midway[:2], atol=1e-9)
+    assert sim.goal_position()[2] > midway[2], "the goal is above the cubes, as for reach"
+    successes = 0
+    for seed in range(12):
+        sim.reset(seed, TASKS[task_names("between")[seed % 3]].name)
+        expert = ScriptedExpert(noise_m=0.003, seed=seed)
+        while not sim.done:
+            sim.step(expert.act(sim.grip_position(), sim.goal_position()))
+        successes += sim.success
+    assert successes == 12
+
+
+def test_task_selections():
+    assert task_names() == ["reach_red", "reach_green", "reach_blue"]
+    assert task_names("between") == ["between_red_green", "between_red_blue", "between_green_blue"]
+    assert task_names("all") == list(TASKS) and len(TASKS) == sum(len(s) for s in SUITES.values())
+    assert task_names("reach_blue, between,reach_blue") == ["reach_blue", *task_names("between")]
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['push'\].*suites: all, reach, between"):
+        task_names("reach,push")
 
 
 def test_doing_nothing_fails_by_timeout(sim):

@@ -74,7 +74,7 @@ class SimNodeConfig:
     command_timeout_s: Float = Field(0.5, gt=0, allow_inf_nan=False,
                                      description="Hold a command at most this long (simulated time) [s].")
     initial_seed: Int = Field(0, description="First episode at start-up; -1 = wait for sim/reset.")
-    initial_task: str = Field("", description="Task of the first episode; '' = drawn from the seed.")
+    initial_task: str = Field("", description="Task of the first episode; '' = drawn from the seed (reach suite).")
     camera_frame_id: str = Field("front_camera", description="frame_id of the published camera images.")
     wait_for_node: str = Field("", description="Start the first episode once this lifecycle node is active "
                                                "('' = at once).")

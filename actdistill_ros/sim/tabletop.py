@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import SimConfig
 from .gl_backend import explain, select_backend
-from .tasks import COLOURS, TASKS, TaskSpec
+from .tasks import COLOURS, TASKS, TaskSpec, task_names
 
 WORKSPACE_LOW = np.array([0.25, -0.25, 0.02])  # gripper (mocap) position limits [m]
 WORKSPACE_HIGH = np.array([0.75, 0.25, 0.35])
@@ -105,8 +105,9 @@ class TabletopSim:
     def reset(self, seed: int, task: str | None = None) -> EpisodeInfo:
         """Start an episode: cube layout, start pose, task and phrasing all drawn from ``seed``."""
         rng = np.random.default_rng(seed)
-        if task is None:
-            task = list(TASKS)[int(rng.integers(len(TASKS)))]
+        if task is None:  # from the default suite (what the shipped checkpoints know)
+            default = task_names()
+            task = default[int(rng.integers(len(default)))]
         elif task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         spec = TASKS[task]
@@ -209,7 +210,8 @@ class TabletopSim:
     def goal_position(self) -> np.ndarray:
         if self.task is None:
             raise RuntimeError("no episode: call reset()")
-        return self.cube_position(self.task.colour) + np.array([0.0, 0.0, GOAL_ABOVE_CUBE_M])
+        centre = np.mean([self.cube_position(c) for c in self.task.colours], axis=0)
+        return centre + np.array([0.0, 0.0, GOAL_ABOVE_CUBE_M])
 
     def distance_to_goal(self) -> float:
         return float(np.linalg.norm(self.grip_position() - self.goal_position()))

@@ -19,7 +19,7 @@ from pydantic import Field
 from actdistill_ros.core.checkpoint import STUDENT_FORMAT, read_checkpoint_info
 from actdistill_ros.core.config import Float, Int, config_dataclass
 from actdistill_ros.core.progress import progress_bar
-from actdistill_ros.sim.tasks import task_names
+from actdistill_ros.sim.tasks import TaskSelection, task_names
 
 from .driver import Driver, DriverError
 from .processes import NodeGroup
@@ -33,7 +33,7 @@ SOURCE_HUMAN, SOURCE_POLICY, SOURCE_BLEND = 1, 2, 3
 class EvalConfig:
     episodes: Int = Field(50, gt=0)  # per task
     seed: Int = 0
-    tasks: str = "all"
+    tasks: TaskSelection = "reach"  # a suite (reach, between), all, or task names: sim/tasks.py
     real_time_factor: Float = Field(2.0, gt=0)  # simulated seconds per wall second
     device: str = "auto"
     episode_timeout_s: Float = Field(120.0, gt=0)  # wall-clock guard per episode

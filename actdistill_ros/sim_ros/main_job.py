@@ -16,6 +16,7 @@ from pathlib import Path
 
 from actdistill_ros.core.config import ActionHeadConfig, TinyVLAConfig, to_dict
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
+from actdistill_ros.sim.tasks import DEFAULT_SUITE, task_names
 
 from .closed_loop import EvalConfig, evaluate, find_baselines
 from .record import RecordConfig, record_demonstrations
@@ -96,17 +97,27 @@ def distill_job_mapping(preset: MainJobPreset, out: Path, device: str, seed: int
 
 def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, device: str = "auto",
                  eval_episodes: int | None = None, log: Callable[[str], None] = print,
-                 baselines: bool = False, train_teacher: bool = False, threads: int = 0) -> dict:
+                 baselines: bool = False, train_teacher: bool = False, threads: int = 0, tasks: str = "reach",
+                 demos: int | None = None, teacher_epochs: int | None = None) -> dict:
     """Record -> distil -> evaluate. ``train_teacher``: train the teacher on the recorded bags too
     (what made the shipped one) instead of distilling the shipped teacher. ``baselines``: also
     distil the baselines (static pruning tuned/untuned, random routes; core/baselines.py) and
     drive the arm with each, beside teacher and student. ``threads``: torch CPU threads of the
     training stages (0 = one per core; 1 on a machine other work shares: threads that wait for
-    a busy core slowed a training step ~10x on 2 cores)."""
+    a busy core slowed a training step ~10x on 2 cores). ``tasks``: the tasks recorded and
+    evaluated (sim/tasks.py: a suite, ``all`` or names); any but the default suite needs
+    ``train_teacher`` (the shipped teacher knows only those). ``demos``/``teacher_epochs``
+    override the preset's demonstrations and teacher epochs."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    unknown_to_shipped = sorted(set(task_names(tasks)) - set(task_names(DEFAULT_SUITE)))
+    if unknown_to_shipped and not train_teacher:
+        raise ValueError(f"tasks {unknown_to_shipped}: the shipped teacher was trained on the {DEFAULT_SUITE!r} suite "
+                         "only; add --train-teacher to train one on these demonstrations")
     p = PRESETS[preset]
-    p = replace(p, record=replace(p.record, seed=seed, image_size=p.model.image_size))
+    p = replace(p, record=replace(p.record, seed=seed, image_size=p.model.image_size, tasks=tasks,
+                                  episodes=demos or p.record.episodes),
+                teacher_epochs=teacher_epochs or p.teacher_epochs)
     out = Path(out_dir)
     times: dict[str, float] = {}
 
@@ -134,13 +145,14 @@ def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, de
     times["distill_s"] = time.monotonic() - started
 
     started = time.monotonic()
-    eval_cfg = EvalConfig(episodes=eval_episodes or p.eval_episodes, seed=seed, device=device)
+    eval_cfg = EvalConfig(episodes=eval_episodes or p.eval_episodes, seed=seed, device=device, tasks=tasks)
     log(f"[3/3] closed-loop evaluation over DDS: {eval_cfg.episodes} episodes per task, teacher and student")
     result = evaluate(job.teacher_dir, job.student_dir, eval_cfg, out / "eval", log,
                       baselines=find_baselines(job.output_dir / "baselines") if baselines else None)
     times["eval_s"] = time.monotonic() - started
     result["main_job"] = {"preset": preset, "seed": seed, "device": device, "seconds": times,
                           "teacher": "trained on these demonstrations" if train_teacher else "shipped",
+                          "tasks": task_names(tasks), "teacher_epochs": p.teacher_epochs,
                           "expert_success_rate": summary["expert_success_rate"],
                           "demonstrations": len(summary["episodes"]),
                           "offline": {k: job.report.get(k) for k in OFFLINE_KEYS},

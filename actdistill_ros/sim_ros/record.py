@@ -15,7 +15,7 @@ import rclpy
 from pydantic import Field
 
 from actdistill_ros.core.config import Float, Int, config_dataclass
-from actdistill_ros.sim.tasks import task_names
+from actdistill_ros.sim.tasks import TaskSelection, task_names
 
 from .driver import Driver
 from .processes import NodeGroup
@@ -28,7 +28,7 @@ RECORD_SEED_OFFSET = 10_000  # demonstration layouts never reuse evaluation seed
 class RecordConfig:
     episodes: Int = Field(60, gt=0)
     seed: Int = 0
-    tasks: str = "all"
+    tasks: TaskSelection = "reach"  # a suite (reach, between), all, or task names: sim/tasks.py
     storage: str = "mcap"
     image_size: Int = Field(64, gt=0)
     real_time_factor: Float = Field(5.0, gt=0)
