@@ -22,7 +22,9 @@ uses and among all (oracles: what a perfect router could reach on these weights 
 loose bound: the minimum also picks up differences between routes no router could predict from
 the input, the more so the more sets it picks from; route_supervision.py asks what is learnable).
 If (a) is no better than (b), per-input routing earns nothing on these weights; the gap between
-(d) and (e) is what a better router could gain.
+(d) and (e) is what a better router could gain. The same, per task and per suite of the simulated
+arm (an instruction of another dataset is its own group): does the router give the relational
+``between`` tasks other routes or more depth than the reach tasks, and does that pay there?
 ``--depth-only`` stops after these tables (no training).
 
     python benchmarks/router_diagnostic.py --run runs/shipped/distill --out runs/router_diagnostic --threads 1
@@ -45,9 +47,11 @@ from actdistill_ros.core.baselines import finetune_routed
 from actdistill_ros.core.bench import BenchConfig, benchmark
 from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.config import OptimConfig
+from actdistill_ros.core.dataset import EpisodeDataset
 from actdistill_ros.core.pipeline import split_dataset
 from actdistill_ros.core.route_stats import route_statistics
 from actdistill_ros.core.training import evaluate, predict
+from actdistill_ros.sim.tasks import SUITES, TASKS
 
 AFTER_THE_LAYERS = ("layers", "final_norm", "action_head", "normalizer", "rotary")
 ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_fraction", "layer_frequency",
@@ -89,7 +93,9 @@ def main() -> int:
         print(f"{row['route']}: layers run {row['executed_layer_fraction']:.3f}, held-out action error "
               f"{row['action_error_ratio']:.3f}x the teacher's")
     reference = predict(teacher, held_out, routed=False)[0] if args.reference == "teacher" else None
-    information = route_information(student, held_out, depth["teacher_action_mse"], args.device, reference=reference)
+    groups = task_labels(dataset_dir, job["held_out_fraction"], held_out)
+    information = route_information(student, held_out, depth["teacher_action_mse"], args.device, reference=reference,
+                                    groups=groups, teacher_errors=sample_errors(teacher, held_out))
     information["reference"] = args.reference
     name = "route_information" + ("" if args.reference == "demonstrations" else f"_{args.reference}") + ".json"
     (args.out / name).write_text(json.dumps(information, indent=2))
@@ -99,6 +105,12 @@ def main() -> int:
     for group in information["by_own_route"]:
         print(f"inputs the router sends to {group['route']} ({group['share']:.0%}): {group['own_error_ratio']:.3f}x "
               f"there, {group['most_common_route_error_ratio']:.3f}x on the most common route")
+    for key in ("by_suite", "by_task"):
+        for g in information[key]:
+            print(f"{g['group']} ({g['share']:.0%} of the inputs): {g['layers_per_sample']:.2f} layers, routes "
+                  f"{g['top_route']} {g['top_route_share']:.0%}; error (the teacher's on these inputs = 1) own "
+                  f"{g['own_error_ratio']:.3f}x, most common route {g['most_common_route_error_ratio']:.3f}x, "
+                  f"best fixed {g['best_fixed']} {g['best_fixed_error_ratio']:.3f}x")
     if args.depth_only:
         return 0
 
@@ -159,10 +171,29 @@ def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int =
     return torch.cat(errors)
 
 
+def task_labels(dataset_dir: Path, held_out_fraction: float, held_out) -> list[str]:
+    """Each held-out sample's simulated-arm task (its instruction where no task has it), by the
+    sample ids ``split_dataset`` gave: held-out episode e has ids (n_train + e) * 100000 + step."""
+    train, held_episodes = EpisodeDataset.load(dataset_dir).split(held_out_fraction, seed=0)
+    task_of = {spec.instruction(v): name for name, spec in TASKS.items() for v in range(len(spec.templates))}
+    episodes = (held_out.sample_ids // 100_000 - len(train.episodes)).tolist()
+    instructions = [held_episodes.episodes[e].instruction for e in episodes]
+    return [task_of.get(text, text) for text in instructions]
+
+
+@torch.no_grad()
+def sample_errors(teacher, data, batch_size: int = 64) -> torch.Tensor:
+    """The teacher's per-sample action MSE [N] against the recordings (normalised units)."""
+    predicted, _ = predict(teacher, data, routed=False, batch_size=batch_size)
+    return ((predicted - teacher.normalizer.normalize(data.targets).float().cpu()) ** 2).mean((1, 2))
+
+
 def route_information(student, held_out, teacher_mse: float, device: str, shuffles: int = 5,
-                      reference: torch.Tensor | None = None) -> dict:
+                      reference: torch.Tensor | None = None, groups: list[str] | None = None,
+                      teacher_errors: torch.Tensor | None = None) -> dict:
     """Own routes against shuffled, most common and every fixed route of the same depth (module doc);
-    errors against the recorded actions or ``reference`` (in units of ``teacher_mse`` either way)."""
+    errors against the recorded actions or ``reference`` (in units of ``teacher_mse`` either way).
+    With ``groups`` (a label per sample) and ``teacher_errors`` (per sample): the same per group."""
     _, executed = predict(student, held_out, routed=True)
     executed = executed.bool().cpu()
     stats = route_statistics(executed)
@@ -206,8 +237,37 @@ def route_information(student, held_out, teacher_mse: float, device: str, shuffl
         rows.append({"routes": f"{name}: each input its best (a bound for any router on these weights)",
                      "action_mse": oracle, "action_error_ratio": oracle / teacher_mse,
                      "executed_layer_fraction": depth / student.num_layers})
-    return {"teacher_action_mse": teacher_mse, "held_out_samples": len(held_out), "depth": depth,
-            "route_shares": stats["top_routes"], "rows": rows, "by_own_route": by_route, "every_fixed_set": fixed}
+    result = {"teacher_action_mse": teacher_mse, "held_out_samples": len(held_out), "depth": depth,
+              "route_shares": stats["top_routes"], "rows": rows, "by_own_route": by_route, "every_fixed_set": fixed,
+              "by_task": [], "by_suite": []}
+    if groups is not None and teacher_errors is not None:
+        fixed_names = [r["routes"] for r in fixed]
+        labels = {"by_task": groups, "by_suite": [_suite_of(g) for g in groups]}
+        for key, names in labels.items():
+            for name in dict.fromkeys(names):
+                mask = torch.tensor([n == name for n in names])
+                result[key].append(_group_row(name, mask, executed, per_sample, teacher_errors, common_name,
+                                              fixed_names))
+    return result
+
+
+def _suite_of(task: str) -> str:
+    return next((suite for suite, specs in SUITES.items() if task in {s.name for s in specs}), "other")
+
+
+def _group_row(name: str, mask: torch.Tensor, executed: torch.Tensor, per_sample: dict, teacher_errors: torch.Tensor,
+               common_name: str, fixed_names: list[str]) -> dict:
+    """One group's depth, favourite route and errors (in units of the teacher's error on the group)."""
+    teacher = teacher_errors[mask].mean().item()
+    routes = route_statistics(executed[mask])["top_routes"]
+    best = min(fixed_names, key=lambda n: per_sample[n][mask].mean().item())
+    return {"group": name, "samples": int(mask.sum()), "share": mask.float().mean().item(),
+            "layers_per_sample": executed[mask].sum(1).float().mean().item(),
+            "top_route": routes[0]["layers"], "top_route_share": routes[0]["share"],
+            "own_error_ratio": per_sample["own route (as trained)"][mask].mean().item() / teacher,
+            "most_common_route_error_ratio": per_sample[common_name][mask].mean().item() / teacher,
+            "best_fixed": best[len("fixed "):],
+            "best_fixed_error_ratio": per_sample[best][mask].mean().item() / teacher}
 
 
 def _fixed(route, like: torch.Tensor) -> torch.Tensor:
