@@ -20,8 +20,12 @@ inference thread's share of the GIL starved the policy node's 20 Hz control time
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,6 +35,7 @@ from rclpy.node import Node
 
 EXIT_CONFIG_ERROR = 2
 POLL_S = 0.1  # longest time between a signal and the end of the spin loop
+TEARDOWN_TIMEOUT_S = 10.0  # cleanup + node destruction + rclpy shutdown, at most (exit_if_teardown_hangs)
 N = TypeVar("N", bound=Node)
 
 
@@ -73,38 +78,73 @@ def run_node(make_node: Callable[[], N], name: str, config_errors: tuple[type[Ba
     """0 on a normal shutdown, ``EXIT_CONFIG_ERROR`` when ``make_node`` or ``start`` raises one of
     ``config_errors``, ``node.exit_code`` when the node asked to end. ``start`` runs after the node
     is built and before spinning (e.g. the lifecycle autostart); ``cleanup`` after spinning, while
-    the node can still publish."""
+    the node can still publish. The middleware teardown after that is bounded (:func:`exit_if_teardown_hangs`)."""
     init_rclpy(args)
-    node = None
-    executor = None
+    served = _Served()
+    status = 1  # an unexpected exception: its traceback, then status 1
     with StopSignals() as signals:
         try:
-            try:
-                node = make_node()
-                if start is not None:
-                    start(node)
-            except config_errors as exc:
-                print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
-                return EXIT_CONFIG_ERROR
-            except KeyboardInterrupt:  # Ctrl-C while starting (e.g. a model warm-up)
-                return 0
-            signals.interrupt = False
-            if signals.requested is not None:  # a signal that came during start()'s last moments
-                return 0
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                while signals.requested is None and getattr(node, "exit_code", None) is None:
-                    executor.spin_once(timeout_sec=POLL_S)
-            except ExternalShutdownException:  # someone else shut the context down
-                pass
-            return int(getattr(node, "exit_code", None) or 0)
+            status = _serve(make_node, name, config_errors, start, signals, served)
         finally:
             signals.interrupt = False  # a second Ctrl-C must not break the shutdown below
-            if node is not None:
-                if cleanup is not None:
-                    cleanup(node)
-                if executor is not None:
-                    executor.shutdown(timeout_sec=1.0)
-                node.destroy_node()
+            never_ran = status == EXIT_CONFIG_ERROR  # its cleanup has nothing to flush: bounded too
+            if never_ran:
+                exit_if_teardown_hangs(name, status)
+            if served.node is not None and cleanup is not None:
+                cleanup(served.node)  # (a node that ran: unbounded, e.g. a recorder closing its bag)
+            if not never_ran:
+                exit_if_teardown_hangs(name, status)
+            if served.node is not None:
+                if served.executor is not None:
+                    served.executor.shutdown(timeout_sec=1.0)
+                served.node.destroy_node()
             rclpy.try_shutdown()
+    return status
+
+
+class _Served:
+    node: Any = None
+    executor: SingleThreadedExecutor | None = None
+
+
+def _serve(make_node: Callable[[], N], name: str, config_errors: tuple[type[BaseException], ...],
+           start: Callable[[N], None] | None, signals: StopSignals, served: _Served) -> int:
+    try:
+        served.node = make_node()
+        if start is not None:
+            start(served.node)
+    except config_errors as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:  # Ctrl-C while starting (e.g. a model warm-up)
+        return 0
+    signals.interrupt = False
+    if signals.requested is not None:  # a signal that came during start()'s last moments
+        return 0
+    served.executor = executor = SingleThreadedExecutor()
+    executor.add_node(served.node)
+    try:
+        while signals.requested is None and getattr(served.node, "exit_code", None) is None:
+            executor.spin_once(timeout_sec=POLL_S)
+    except ExternalShutdownException:  # someone else shut the context down
+        pass
+    return int(getattr(served.node, "exit_code", None) or 0)
+
+
+def exit_if_teardown_hangs(name: str, status: int, timeout_s: float = TEARDOWN_TIMEOUT_S) -> None:
+    """From now on the process ends within ``timeout_s`` (+5 s), with ``status``, whatever hangs.
+
+    Destroying DDS entities can block for good on rare occasions (middleware teardown hangs are a
+    known class of ROS 2 bugs; we saw a policy node with a missing checkpoint print its error and
+    never exit, once in hundreds of starts, with several participants coming and going). Whoever
+    started the node (a launch file, a supervisor, a test) must still see it end with its status.
+    A daemon thread exits with ``status`` if the GIL is free; faulthandler's C-level watchdog dumps
+    every thread's stack and exits 1 if even that cannot run."""
+    def watchdog() -> None:
+        time.sleep(timeout_s)
+        print(f"{name}: shutting down the ROS middleware took over {timeout_s:g} s; exiting with status "
+              f"{status} without waiting for it", file=sys.stderr, flush=True)
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="teardown_watchdog", daemon=True).start()
+    faulthandler.dump_traceback_later(timeout_s + 5.0, exit=True)
