@@ -269,7 +269,7 @@ def test_the_workspace_box_stops_without_a_fresh_pose_and_clips_with_one():
     state = ControlState.initial(cfg)
     push = np.tile([0.003, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5], (20, 1))
     out = control_tick(cfg, policy_inputs(T0, new_chunk=(push, IMAGE_STAMP)), state)
-    assert_stop(out, "workspace: no ee_pose received", gripper=0.5)  # the policy's gripper, unlike other stops
+    assert_stop(out, "workspace: no ee_pose received", gripper=0.0)  # held, like every stop
     at_wall = {"pose": np.array([0.499, 0.0, 0.5]), "pose_in": Received(T0)}
     out = control_tick(cfg, policy_inputs(T0 + PERIOD, **at_wall), state)
     assert out.source == Source.POLICY and out.command[0] == pytest.approx(0.001)  # up to the wall, not beyond

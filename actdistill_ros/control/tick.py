@@ -37,7 +37,15 @@ from actdistill_ros.control.chunking import ChunkExecutor, ChunkStep
 from actdistill_ros.control.handoff import Agreement, HandoffConfig, HandoffController, Mode, Source, Transition
 from actdistill_ros.control.monitoring import StopReporter, policy_stop_reason, pose_stop_reason
 from actdistill_ros.control.node_config import NodeConfig
-from actdistill_ros.control.safety import COMMAND_DIM, CommandFilter, InputAge, SafetyCounters, input_age, make_safe
+from actdistill_ros.control.safety import (
+    COMMAND_DIM,
+    CommandFilter,
+    InputAge,
+    SafetyCounters,
+    input_age,
+    make_safe,
+    stop_command,
+)
 
 NON_FINITE_STOP = "non-finite command replaced by stop"
 
@@ -160,12 +168,12 @@ def control_tick(cfg: NodeConfig, inputs: TickInputs, state: ControlState) -> Ti
     decision = state.handoff.step(inputs.now_s, human, None if unavailable else step.action,
                                   hold_gripper=state.last_gripper, policy_unavailable_reason=unavailable,
                                   human_unavailable_reason=human_reason)
-    source, stop_reason = decision.source, decision.stop_reason
+    command, source, stop_reason = decision.command, decision.source, decision.stop_reason
     if cfg.workspace is not None and (pose_reason := pose_stop_reason(
             pose_age, cfg.pose_timeout_s, cfg.stamp_skew_tolerance_s, inputs.pose_frame_error)):
-        source, stop_reason = Source.STOP, pose_reason
-    filtered = state.filter.apply(decision.command, state.last_gripper, is_stop=source == Source.STOP,
-                                  position=inputs.pose)
+        # like every stop, it holds the gripper: the driver's gripper command waits for the pose too
+        command, source, stop_reason = stop_command(state.last_gripper), Source.STOP, pose_reason
+    filtered = state.filter.apply(command, state.last_gripper, is_stop=source == Source.STOP, position=inputs.pose)
     if filtered.stop and source != Source.STOP:
         source, stop_reason = Source.STOP, NON_FINITE_STOP
     state.last_gripper = float(filtered.command[6])
