@@ -102,7 +102,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
 
 from actdistill_ros.control.handoff import HandoffConfig, HandoffController, Mode, Source
-from actdistill_ros.control.latency_budget import LatencyBudget
+from actdistill_ros.control.latency_budget import LatencyBudget, layer_cap
 from actdistill_ros.control.monitoring import diagnostic_report, instruction_problem
 from actdistill_ros.control.node_config import (
     PARAMS,
@@ -659,10 +659,9 @@ class PolicyNode(LifecycleNode):
     def _apply_budget(self, policy) -> None:
         """Worker thread: the operator's budget, capped further by the latency deadline."""
         max_layers, threshold = self._budget
-        if self._deadline is not None and self._deadline.cap < policy.layers_total:
-            max_layers = min(max_layers or policy.layers_total, self._deadline.cap)
+        deadline_cap = None if self._deadline is None else self._deadline.cap
         try:
-            policy.set_budget(max_layers=max_layers, threshold=threshold)
+            policy.set_budget(max_layers=layer_cap(max_layers, deadline_cap, policy.layers_total), threshold=threshold)
         except ValueError as exc:  # checked before; a policy may still refuse
             self.get_logger().error(f"compute budget not applied: {exc}")
 
@@ -674,10 +673,9 @@ class PolicyNode(LifecycleNode):
             self._apply_budget(policy)
             self.get_logger().info(f"latency budget {deadline.budget_ms:g} ms: layer cap {new_cap}/"
                                    f"{policy.layers_total}", throttle_duration_sec=1.0)
-        operator_cap = self._budget[0] or policy.layers_total
-        cap = min(operator_cap, deadline.cap)
+        cap = layer_cap(self._budget[0], deadline.cap, policy.layers_total)
         with self._lock:
-            self._deadline_report = (0 if cap >= policy.layers_total else cap, deadline.misses, deadline.p95_ms)
+            self._deadline_report = (cap or 0, deadline.misses, deadline.p95_ms)
 
     def _on_prediction_ready(self) -> None:
         """Executor thread (command_timing 'prediction'): a command from the fresh prediction now,
