@@ -156,14 +156,7 @@ def control_tick(cfg: NodeConfig, inputs: TickInputs, state: ControlState) -> Ti
     age = _ager(cfg, inputs)
     image_age, instruction_age = age(inputs.image), age(inputs.instruction)
     twist_age, gripper_age, pose_age = age(inputs.twist_in), age(inputs.gripper_in), age(inputs.pose_in)
-    unavailable = policy_stop_reason(
-        instruction_age=instruction_age, instruction_timeout_s=cfg.instruction_timeout_s,
-        image_age=image_age, image_timeout_s=cfg.image_timeout_s, skew_tolerance_s=cfg.stamp_skew_tolerance_s,
-        inference_error=inputs.inference_error, has_prediction=inputs.has_prediction, has_step=step is not None,
-        period_s=cfg.period_s, prediction_age_s=None if inputs.prediction_ready_s is None
-        else inputs.now_s - inputs.prediction_ready_s,
-        image_error=inputs.image_error, instruction_error=inputs.instruction_error,
-    )
+    unavailable = _policy_unavailable(cfg, inputs, instruction_age, image_age, has_step=step is not None)
     human, human_reason = _human_command(cfg, inputs, twist_age, gripper_age, state.last_gripper)
     decision = state.handoff.step(inputs.now_s, human, None if unavailable else step.action,
                                   hold_gripper=state.last_gripper, policy_unavailable_reason=unavailable,
@@ -228,6 +221,19 @@ def _ager(cfg: NodeConfig, inputs: TickInputs):
                          cfg.stamp_skew_tolerance_s)
 
     return age
+
+
+def _policy_unavailable(cfg: NodeConfig, inputs: TickInputs, instruction_age: InputAge | None,
+                        image_age: InputAge | None, has_step: bool) -> str:
+    """Why the policy can not drive this tick, root cause first ('' when it can)."""
+    prediction_age_s = None if inputs.prediction_ready_s is None else inputs.now_s - inputs.prediction_ready_s
+    return policy_stop_reason(
+        instruction_age=instruction_age, instruction_timeout_s=cfg.instruction_timeout_s,
+        image_age=image_age, image_timeout_s=cfg.image_timeout_s, skew_tolerance_s=cfg.stamp_skew_tolerance_s,
+        inference_error=inputs.inference_error, has_prediction=inputs.has_prediction, has_step=has_step,
+        period_s=cfg.period_s, prediction_age_s=prediction_age_s, image_error=inputs.image_error,
+        instruction_error=inputs.instruction_error,
+    )
 
 
 def _twist_fresh(cfg: NodeConfig, twist_age: InputAge | None) -> bool:
