@@ -5,7 +5,14 @@ import random
 
 import pytest
 
-from actdistill_ros.control.latency_budget import LatencyBudget, decide_cap, pass_cost, percentile, tail_latency
+from actdistill_ros.control.latency_budget import (
+    LatencyBudget,
+    decide_cap,
+    layer_cap,
+    pass_cost,
+    percentile,
+    tail_latency,
+)
 
 
 def test_percentile_is_nearest_rank():
@@ -69,6 +76,15 @@ def test_fixed_costs_make_the_cut_deeper_and_the_raise_possible():
     assert decide_cap([8.0] * 40, [1] * 40, 1, 6, 10.0, layer_share=share) == 1
     assert decide_cap([8.0] * 40, [1] * 40, 1, 6, 10.0, layer_share=0.4 / 6) == 2
     assert decide_cap([8.0] * 40, [1] * 40, 1, 6, 10.0) == 1
+
+
+def test_layer_cap_is_the_operators_lowered_by_the_deadline_where_it_binds():
+    assert layer_cap(None, None, 6) is None  # no max_layers, no deadline
+    assert layer_cap(4, None, 6) == 4
+    assert layer_cap(None, 6, 6) is None and layer_cap(4, 6, 6) == 4  # a deadline that has not cut
+    assert layer_cap(None, 3, 6) == 3 and layer_cap(4, 3, 6) == 3  # a cut binds
+    assert layer_cap(2, 3, 6) == 2  # the operator's lower cap stays the bound
+    assert layer_cap(6, 6, 6) == 6  # reported as a cap of 6, with or without a deadline
 
 
 def test_layer_share_checked():

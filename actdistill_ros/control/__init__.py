@@ -1,5 +1,6 @@
 """ROS-free control-loop logic of the policy node: command safety, mode handoff between
-human and policy, action-chunk execution and image-message decoding.
+human and policy, action-chunk execution, and the control tick that combines them
+(:mod:`actdistill_ros.control.tick`).
 
 Nothing here imports rclpy; the node in :mod:`actdistill_ros.nodes.policy_node` wires it up.
 Commands are 7-D float vectors ``(dx, dy, dz, droll, dpitch, dyaw, gripper)``: per-control-step

@@ -27,7 +27,8 @@ at most the last ``window`` of them (40: 4 s at 10 Hz), and at the layers those 
   layer counts were the alternative, but the load changes between them (it is why the cap moved).
 
 :func:`decide_cap` is the pure rule; :class:`LatencyBudget` keeps the window, the cap and the
-count of misses (passes over the budget) that ``status`` reports.
+count of misses (passes over the budget) that ``status`` reports; :func:`layer_cap` combines its cap
+with the operator's ``max_layers``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ def decide_cap(latencies_ms: Sequence[float], layers_run: Sequence[int], cap: in
     if len(latencies) >= window and cap < layers_total and predicted(cap + 1) < raise_below * budget_ms:
         return cap + 1
     return cap
+
+
+def layer_cap(operator_cap: int | None, deadline_cap: int | None, layers_total: int) -> int | None:
+    """The cap the passes run under (None: none): the operator's ``max_layers`` (None: no cap), lowered
+    to the deadline's cap where that one binds (None, or ``layers_total``: it does not). The operator's
+    cap stays the upper bound: the deadline only ever takes layers away."""
+    if deadline_cap is None or deadline_cap >= layers_total:
+        return operator_cap
+    return min(operator_cap or layers_total, deadline_cap)
 
 
 def check_layer_share(layer_share: float | None, layers_total: int) -> None:

@@ -367,17 +367,48 @@ def ingest(
             emit(IngestProgress("*", len(bags), len(bags), "cached", len(bags), len(bags)))
             return IngestResult(output_dir, summary, cache_hit=True)
 
+    started = time.monotonic()
+    collected = _ingest_bags(bags, config, emit, show_progress)
+    if not collected.episodes:
+        raise IngestError(_no_usable_data(collected, config))
+    summary = _summary(collected, config, time.monotonic() - started)
+    summary["cache"] = {"hit": False, "key": key, "dir": None if cache_entry is None else str(cache_entry)}
+    meta = {"source": "rosbag", "control_rate_hz": config.control_rate_hz, "action_source": config.action_source,
+            "ingest_summary": SUMMARY_FILE}
+    EpisodeDataset(collected.episodes, meta=meta).save(output_dir)
+    write_summary(summary, output_dir)
+    if cache_entry is not None:
+        _store_cache(output_dir, cache_entry)
+    return IngestResult(output_dir, summary, cache_hit=False)
+
+
+@dataclass
+class _Collected:
+    """What the bags gave, over all of them."""
+
+    episodes: list[Episode] = field(default_factory=list)
+    per_bag: dict[str, dict[str, Any]] = field(default_factory=dict)  # bag -> its info (bags read)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"bag", "reason"} of the bags not read
+    warnings: list[str] = field(default_factory=list)
+    dropped_short: list[dict] = field(default_factory=list)
+
+    def add(self, bag: str, result: _BagOutput) -> None:
+        self.per_bag[bag] = result.info
+        self.warnings.extend(result.warnings)
+        self.episodes.extend(result.episodes)
+        self.dropped_short.extend(result.dropped_short)
+        if not result.episodes:
+            self.per_bag[bag]["note"] = "no episode long enough"
+
+
+def _ingest_bags(bags: list[Path], config: IngestConfig, emit: ProgressCallback, show_progress: bool) -> _Collected:
+    """Each bag in turn: one that can not be read is skipped with its reason, the others still count."""
+    collected = _Collected()
     bar = None
     if show_progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(bags), desc="ingest", unit="bag")
-    started = time.monotonic()
-    episodes: list[Episode] = []
-    per_bag: dict[str, dict[str, Any]] = {}
-    skipped: list[dict[str, str]] = []
-    warnings: list[str] = []
-    dropped_short: list[dict] = []
     for i, bag in enumerate(bags):
 
         def report(stage: str, done: int, total: int, _bag: Path = bag, _i: int = i) -> None:
@@ -386,36 +417,39 @@ def ingest(
         try:
             result = _ingest_bag(bag, config, report)
         except IngestError as exc:
-            skipped.append({"bag": str(bag), "reason": str(exc)})
+            collected.skipped.append({"bag": str(bag), "reason": str(exc)})
             report("skipped", 0, 0)
         else:
-            per_bag[str(bag)] = result.info
-            warnings.extend(result.warnings)
-            episodes.extend(result.episodes)
-            dropped_short.extend(result.dropped_short)
-            if not result.episodes:
-                per_bag[str(bag)]["note"] = "no episode long enough"
+            collected.add(str(bag), result)
             report("done", 1, 1)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    return collected
 
-    if not episodes:
-        reasons = [f"{s['reason']}" for s in skipped]
-        reasons += [
-            f"bag {b}: no episode of >= {config.min_episode_steps} steps "
-            f"({info['ticks']} ticks, {info['ticks_dropped_gap']} in gaps, "
-            f"{info['dropped_short_episodes']} short runs; {_stream_ranges(info)})"
-            for b, info in per_bag.items()
-        ]
-        raise IngestError("no usable data in any bag:\n  " + "\n  ".join(reasons))
 
-    summary: dict[str, Any] = {
+def _no_usable_data(collected: _Collected, config: IngestConfig) -> str:
+    """Why no bag gave an episode, bag by bag: the skipped ones' errors, the others' tick counts and
+    stream ranges (where a run too short or a clock mismatch shows)."""
+    reasons = [s["reason"] for s in collected.skipped]
+    reasons += [
+        f"bag {b}: no episode of >= {config.min_episode_steps} steps "
+        f"({info['ticks']} ticks, {info['ticks_dropped_gap']} in gaps, "
+        f"{info['dropped_short_episodes']} short runs; {_stream_ranges(info)})"
+        for b, info in collected.per_bag.items()
+    ]
+    return "no usable data in any bag:\n  " + "\n  ".join(reasons)
+
+
+def _summary(collected: _Collected, config: IngestConfig, seconds: float) -> dict[str, Any]:
+    """``ingest_summary.json`` (less the cache entry): what was used, skipped and dropped, and why."""
+    per_bag, episodes = collected.per_bag, collected.episodes
+    return {
         "bags_used": [b for b, info in per_bag.items() if info["episodes"]],
         "bags_without_episodes": [b for b, info in per_bag.items() if not info["episodes"]],
-        "skipped_bags": skipped,
-        "warnings": warnings,
+        "skipped_bags": collected.skipped,
+        "warnings": collected.warnings,
         "episodes": len(episodes),
         "steps": sum(len(e) for e in episodes),
         "episode_details": [
@@ -429,27 +463,12 @@ def ingest(
             for e in episodes
         ],
         **aggregate(per_bag),
-        "dropped_short_episodes": dropped_short,
+        "dropped_short_episodes": collected.dropped_short,
         "per_bag": per_bag,
         "stamps": STAMP_POLICY,
         "config": config.to_dict(),
-        "seconds": round(time.monotonic() - started, 3),
-        "cache": {"hit": False, "key": key, "dir": None if cache_entry is None else str(cache_entry)},
+        "seconds": round(seconds, 3),
     }
-    dataset = EpisodeDataset(
-        episodes,
-        meta={
-            "source": "rosbag",
-            "control_rate_hz": config.control_rate_hz,
-            "action_source": config.action_source,
-            "ingest_summary": SUMMARY_FILE,
-        },
-    )
-    dataset.save(output_dir)
-    write_summary(summary, output_dir)
-    if cache_entry is not None:
-        _store_cache(output_dir, cache_entry)
-    return IngestResult(output_dir, summary, cache_hit=False)
 
 
 def _store_cache(output_dir: Path, cache_entry: Path) -> None:

@@ -56,6 +56,10 @@ with the camera at the control rate commands are forward + transport old, not up
 of a full pass, for its latency model, from the checkpoint's FLOP split); ``status`` reports the
 cap, the misses and the p95.
 
+Each tick is decided by :func:`actdistill_ros.control.tick.control_tick` (ROS-free, tested without
+DDS): the node gathers the newest inputs under its lock, calls it, and publishes and logs what it
+returns. The teleop override is decided there too (:func:`~actdistill_ros.control.tick.twist_override`).
+
 Safety (:mod:`actdistill_ros.control.safety`, :mod:`actdistill_ros.control.monitoring`): input
 ages come from header stamps (at least the time since reception; a stamp further in the future
 than ``stamp_skew_tolerance_s`` is not trusted); every command goes through the command filter
@@ -83,7 +87,6 @@ import math
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,16 +101,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
 
-from actdistill_ros.control.chunking import ChunkExecutor
 from actdistill_ros.control.handoff import HandoffConfig, HandoffController, Mode, Source
-from actdistill_ros.control.latency_budget import LatencyBudget
-from actdistill_ros.control.monitoring import (
-    StopReporter,
-    diagnostic_report,
-    instruction_problem,
-    policy_stop_reason,
-    pose_stop_reason,
-)
+from actdistill_ros.control.latency_budget import LatencyBudget, layer_cap
+from actdistill_ros.control.monitoring import diagnostic_report, instruction_problem
 from actdistill_ros.control.node_config import (
     PARAMS,
     SPECS,
@@ -117,7 +113,16 @@ from actdistill_ros.control.node_config import (
     resolve_budget,
     validate_config,
 )
-from actdistill_ros.control.safety import CommandFilter, InputAge, input_age, make_safe
+from actdistill_ros.control.tick import (
+    ControlState,
+    Received,
+    StatusAges,
+    TickInputs,
+    TickOutput,
+    control_tick,
+    gripper_override,
+    twist_override,
+)
 from actdistill_ros.core.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
@@ -148,14 +153,6 @@ def _stamp_is_zero(stamp: Any) -> bool:
 class _Frame:
     msg: Any  # sensor_msgs/Image or CompressedImage, not decoded yet
     received: float  # time.monotonic() at reception
-
-
-@dataclass
-class _Input:
-    """When an input arrived (monotonic) and its header stamp [s on the ROS clock] (0: unstamped)."""
-
-    received: float
-    stamp_s: float = 0.0
 
 
 class PolicyNode(LifecycleNode):
@@ -229,18 +226,18 @@ class PolicyNode(LifecycleNode):
     def _reset_inputs(self) -> None:
         """The newest inputs (under self._lock once the worker runs); kept over reconfiguration."""
         self._frame: _Frame | None = None  # newest undelivered frame (mailbox of one)
-        self._image: _Input | None = None
+        self._image: Received | None = None
         self._instruction: str | None = None
         self._instruction_error: str | None = None  # why the newest instruction was refused
         self._instruction_text = ""  # the newest one received, refused or not
-        self._instruction_in: _Input | None = None
+        self._instruction_in: Received | None = None
         self._twist: np.ndarray | None = None  # 6-D velocities
-        self._twist_stamp: Any = None
-        self._twist_in: _Input | None = None
+        self._twist_stamp: Any = None  # its header stamp (None: unstamped)
+        self._twist_in: Received | None = None
         self._teleop_gripper: float | None = None
-        self._gripper_in: _Input | None = None
+        self._gripper_in: Received | None = None
         self._pose: np.ndarray | None = None
-        self._pose_in: _Input | None = None
+        self._pose_in: Received | None = None
         self._pose_frame_error = ""
         self._dropped_images = 0
         self._image_error: str | None = None  # why the newest image given to the model did not decode
@@ -254,14 +251,8 @@ class PolicyNode(LifecycleNode):
         self._last_prediction_stamps: tuple[Any, Any] | None = None  # (image stamp, ready time)
         self._prediction_ready: float | None = None  # monotonic
         self._chunk_pending: tuple[np.ndarray, Any] | None = None
-        self._executor = ChunkExecutor(cfg.temporal_ensemble, cfg.ensemble_k)
-        self._filter = CommandFilter(cfg.command_filter)
-        self._stop_reporter = StopReporter()
-        self._last_gripper = cfg.limits.gripper_min
-        self._last_stop = (False, "")  # (stopped, reason) of the last active tick, for diagnostics
-        self._last_status: PolicyStatus | None = None
-        self._ticks: deque[float] = deque()  # node-clock times of the recent ticks (rate measurement)
-        self._rate_window_s = max(1.0, 3.0 * cfg.period_s)
+        self._control = ControlState.initial(cfg, self._handoff)  # what control_tick carries between ticks
+        self._last_tick: TickOutput | None = None  # of the last active tick, for diagnostics
 
     # == parameters ===========================================================================
     def _declare_and_read_parameters(self) -> NodeConfig:
@@ -383,9 +374,7 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         now = time.monotonic()
         with self._lock:
-            self._executor.reset()
-            self._filter.reset()
-            self._handoff.restart_ramp(now)
+            self._control.reactivate(now)
             self._frame = None
         self.lifecycle_state = "active"
         result = super().on_activate(state)  # enables the lifecycle publishers
@@ -396,7 +385,7 @@ class PolicyNode(LifecycleNode):
         self._publish_final_stop("deactivated")
         self.lifecycle_state = "inactive"
         with self._lock:
-            self._executor.reset()
+            self._control.executor.reset()
             self._frame = None
         return super().on_deactivate(state)
 
@@ -458,7 +447,7 @@ class PolicyNode(LifecycleNode):
         action = EndEffectorAction()
         action.header.stamp = now
         action.header.frame_id = self.cfg.action_frame_id
-        action.gripper = float(self._last_gripper)
+        action.gripper = float(self._control.last_gripper)
         action.control_period = float(self.cfg.period_s)
         action.source = int(Source.STOP)
         self._action_pub.publish(action)
@@ -467,7 +456,7 @@ class PolicyNode(LifecycleNode):
             twist.header.stamp = now
             twist.header.frame_id = self.cfg.servo_frame_id
             self._servo_pub.publish(twist)
-            self._gripper_pub.publish(Float64(data=float(self._last_gripper)))
+            self._gripper_pub.publish(Float64(data=float(self._control.last_gripper)))
         self.get_logger().info(f"{why}: sent a zero command")
 
     # == inputs =================================================================================
@@ -480,7 +469,7 @@ class PolicyNode(LifecycleNode):
         now = time.monotonic()
         with self._mailbox:
             self._frame = _Frame(msg, now)  # replaces an undelivered older frame
-            self._image = _Input(now, _stamp_s(msg.header.stamp))
+            self._image = Received(now, _stamp_s(msg.header.stamp))
             self._mailbox.notify()
 
     def _decode(self, frame: _Frame) -> np.ndarray | None:
@@ -520,7 +509,7 @@ class PolicyNode(LifecycleNode):
             self._instruction_text = text
             self._instruction = None if problem else text or None  # an empty string clears the instruction
             self._instruction_error = error
-            self._instruction_in = _Input(time.monotonic())
+            self._instruction_in = Received(time.monotonic())
         if changed and error:
             self.get_logger().error(f"{error} ({text[:40]!r}{'...' if len(text) > 40 else ''}); the arm stops")
         elif changed:
@@ -535,14 +524,12 @@ class PolicyNode(LifecycleNode):
         t = msg.twist
         twist = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
         now = time.monotonic()
-        magnitude = float(np.linalg.norm(twist)) if np.isfinite(twist).all() else math.inf
+        stamp = msg.header.stamp
         with self._lock:
             self._twist = twist
-            self._twist_stamp = msg.header.stamp
-            self._twist_in = _Input(now, _stamp_s(msg.header.stamp))
-            transition = self._handoff.human_input(magnitude, now)
-            if transition is not None:
-                self._executor.reset()
+            self._twist_stamp = None if _stamp_is_zero(stamp) else stamp
+            self._twist_in = Received(now, _stamp_s(stamp))
+            transition = twist_override(self._control, twist, now)
         if transition is not None:
             self._publish_transition(transition)
 
@@ -550,12 +537,9 @@ class PolicyNode(LifecycleNode):
         value = float(msg.data)
         now = time.monotonic()
         with self._lock:
-            reference = self._teleop_gripper if self._teleop_gripper is not None else self._last_gripper
+            transition = gripper_override(self._control, value, self._teleop_gripper, now)
             self._teleop_gripper = value
-            self._gripper_in = _Input(now)
-            transition = self._handoff.human_gripper_input(value, reference, now)
-            if transition is not None:
-                self._executor.reset()
+            self._gripper_in = Received(now)
         if transition is not None:
             self._publish_transition(transition)
 
@@ -571,7 +555,7 @@ class PolicyNode(LifecycleNode):
             error = ""
         with self._lock:
             self._pose = position
-            self._pose_in = _Input(time.monotonic(), _stamp_s(msg.header.stamp))
+            self._pose_in = Received(time.monotonic(), _stamp_s(msg.header.stamp))
             self._pose_frame_error = error
 
     def _on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> SetMode.Response:
@@ -641,7 +625,7 @@ class PolicyNode(LifecycleNode):
                 message = f"inference failed: {type(exc).__name__}: {exc}"
                 with self._lock:
                     self._inference_error = message
-                    self._executor.reset()
+                    self._control.executor.reset()
                 self.get_logger().error(message, throttle_duration_sec=2.0)
                 continue
             ready = self.get_clock().now().to_msg()
@@ -675,10 +659,9 @@ class PolicyNode(LifecycleNode):
     def _apply_budget(self, policy) -> None:
         """Worker thread: the operator's budget, capped further by the latency deadline."""
         max_layers, threshold = self._budget
-        if self._deadline is not None and self._deadline.cap < policy.layers_total:
-            max_layers = min(max_layers or policy.layers_total, self._deadline.cap)
+        deadline_cap = None if self._deadline is None else self._deadline.cap
         try:
-            policy.set_budget(max_layers=max_layers, threshold=threshold)
+            policy.set_budget(max_layers=layer_cap(max_layers, deadline_cap, policy.layers_total), threshold=threshold)
         except ValueError as exc:  # checked before; a policy may still refuse
             self.get_logger().error(f"compute budget not applied: {exc}")
 
@@ -690,10 +673,9 @@ class PolicyNode(LifecycleNode):
             self._apply_budget(policy)
             self.get_logger().info(f"latency budget {deadline.budget_ms:g} ms: layer cap {new_cap}/"
                                    f"{policy.layers_total}", throttle_duration_sec=1.0)
-        operator_cap = self._budget[0] or policy.layers_total
-        cap = min(operator_cap, deadline.cap)
+        cap = layer_cap(self._budget[0], deadline.cap, policy.layers_total)
         with self._lock:
-            self._deadline_report = (0 if cap >= policy.layers_total else cap, deadline.misses, deadline.p95_ms)
+            self._deadline_report = (cap or 0, deadline.misses, deadline.p95_ms)
 
     def _on_prediction_ready(self) -> None:
         """Executor thread (command_timing 'prediction'): a command from the fresh prediction now,
@@ -725,136 +707,59 @@ class PolicyNode(LifecycleNode):
         self._timer.reset()
 
     # == control loop =============================================================================
-    def _age(self, inp: _Input | None, now: float, clock_s: float) -> InputAge | None:
-        if inp is None:
-            return None
-        return input_age(now, inp.received, inp.stamp_s, clock_s, self.cfg.stamp_skew_tolerance_s)
-
-    def _human_command(self, twist_age: InputAge | None, gripper_age: InputAge | None) -> np.ndarray | None:
-        cfg = self.cfg
-        twist_fresh = twist_age is not None and not twist_age.skewed and twist_age.age_s <= cfg.teleop_timeout_s
-        grip_fresh = gripper_age is not None and gripper_age.age_s <= cfg.teleop_timeout_s
-        if not (twist_fresh or grip_fresh):
-            return None
-        cmd = np.zeros(7, dtype=np.float64)
-        if twist_fresh:
-            cmd[:6] = self._twist * cfg.period_s
-        cmd[6] = self._teleop_gripper if self._teleop_gripper is not None else self._last_gripper
-        return cmd
-
     def _on_tick(self) -> None:
         if self.lifecycle_state == "active":
             self._active_tick()
         elif self.lifecycle_state == "inactive":
-            status = PolicyStatus()
-            status.header.stamp = self.get_clock().now().to_msg()
-            status.lifecycle_state = "inactive"
-            mode = self._handoff.mode
-            status.mode, status.mode_name = int(mode), _MODE_NAMES[mode]
-            status.image_age_s = status.instruction_age_s = status.teleop_age_s = status.ee_pose_age_s = -1.0
-            status.shadow_error = status.shadow_cosine = math.nan
-            self._status_pub.publish(status)
+            self._publish_status(None, self.get_clock().now().to_msg())
 
     def _active_tick(self) -> None:
-        cfg = self.cfg
-        now = time.monotonic()
+        """Gather the inputs, let :func:`control_tick` decide, publish and log what it decided."""
         clock_now = self.get_clock().now()
-        ros_now = clock_now.to_msg()
-        clock_s = clock_now.nanoseconds * 1e-9
         with self._lock:
-            # measured rate: ticks over the last second or so (robust to one late tick and the
-            # catch-up after it, unlike a filtered 1/dt), on the node clock, so that it reads
-            # control steps per simulated second under use_sim_time. Ages are at least the time
-            # since reception on the monotonic clock: a simulator that stops must stop the arm too.
-            self._ticks.append(clock_s)
-            while clock_s - self._ticks[0] > self._rate_window_s:
-                self._ticks.popleft()
-            if self._chunk_pending is not None:
-                actions, stamp = self._chunk_pending
-                self._chunk_pending = None
-                self._executor.add(actions, stamp=stamp)
-            step = self._executor.next()  # advances every tick, whatever the mode
-            image_age = self._age(self._image, now, clock_s)
-            instruction_age = self._age(self._instruction_in, now, clock_s)
-            twist_age = self._age(self._twist_in, now, clock_s)
-            gripper_age = self._age(self._gripper_in, now, clock_s)
-            pose_age = self._age(self._pose_in, now, clock_s)
-            unavailable = policy_stop_reason(
-                instruction_age=instruction_age, instruction_timeout_s=cfg.instruction_timeout_s,
-                image_age=image_age, image_timeout_s=cfg.image_timeout_s,
-                skew_tolerance_s=cfg.stamp_skew_tolerance_s, inference_error=self._inference_error,
-                has_prediction=self._last_output is not None, has_step=step is not None, period_s=cfg.period_s,
-                prediction_age_s=None if self._prediction_ready is None else now - self._prediction_ready,
-                image_error=self._image_error, instruction_error=self._instruction_error,
-            )
-            policy_cmd = None if unavailable else step.action
-            human_cmd = self._human_command(twist_age, gripper_age)
-            if human_cmd is None:
-                human_reason = ("no teleop input" if self._twist_in is None and self._gripper_in is None
-                                else f"teleop stale (> {cfg.teleop_timeout_s:.2f} s)")
-            else:
-                human_reason = ""
-            decision = self._handoff.step(
-                now,
-                human_cmd,
-                policy_cmd,
-                hold_gripper=self._last_gripper,
-                policy_unavailable_reason=unavailable or "",
-                human_unavailable_reason=human_reason,
-            )
-            source, stop_reason = decision.source, decision.stop_reason
-            if cfg.workspace is not None:
-                pose_reason = pose_stop_reason(pose_age, cfg.pose_timeout_s, cfg.stamp_skew_tolerance_s,
-                                               self._pose_frame_error)
-                if pose_reason:
-                    source, stop_reason = Source.STOP, pose_reason
-            filtered = self._filter.apply(decision.command, self._last_gripper, is_stop=source == Source.STOP,
-                                          position=self._pose)
-            if filtered.stop and source != Source.STOP:  # non-finite command
-                source, stop_reason = Source.STOP, "non-finite command replaced by stop"
-            self._last_gripper = float(filtered.command[6])
-            self._last_stop = (source == Source.STOP, stop_reason)
-            counters = self._filter.counters
-            out = self._last_output
-            prediction_stamps = self._last_prediction_stamps
-            ages = [-1.0 if a is None else a.age_s for a in (image_age, instruction_age)]
-            teleop = [a.age_s for a in (twist_age, gripper_age) if a is not None]
-            ages.append(min(teleop) if teleop else -1.0)
-            ages.append(-1.0 if pose_age is None else pose_age.age_s)
-            dropped = self._dropped_images
-            twist_fresh = twist_age is not None and not twist_age.skewed and twist_age.age_s <= cfg.teleop_timeout_s
-            twist_stamp = self._twist_stamp if twist_fresh else None
-            ticks = self._ticks
-            rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
-            mode = self._handoff.mode
-            report = self._stop_reporter.update(source == Source.STOP, stop_reason, now)
-        if report is not None:  # (rclpy: one severity per logging call site)
-            level, text = report
+            tick = control_tick(self.cfg, self._tick_inputs(time.monotonic(), clock_now.nanoseconds * 1e-9),
+                                self._control)
+            self._chunk_pending = None  # handed to the chunk executor
+            self._last_tick = tick
+        if tick.log is not None:  # (rclpy: one severity per logging call site)
+            level, text = tick.log
             if level == "warn":
                 self.get_logger().warning(text)
             else:
                 self.get_logger().info(text)
+        ros_now = clock_now.to_msg()
+        self._publish_command(tick, ros_now)
+        self._publish_status(tick, ros_now)
 
+    def _tick_inputs(self, now: float, clock_s: float) -> TickInputs:
+        """The newest inputs, as the tick sees them (under self._lock)."""
+        return TickInputs(
+            now_s=now, clock_s=clock_s,
+            instruction=self._instruction_in, instruction_error=self._instruction_error,
+            image=self._image, image_error=self._image_error,
+            new_chunk=self._chunk_pending, has_prediction=self._last_output is not None,
+            prediction_ready_s=self._prediction_ready, inference_error=self._inference_error,
+            twist=self._twist, twist_in=self._twist_in, twist_stamp=self._twist_stamp,
+            teleop_gripper=self._teleop_gripper, gripper_in=self._gripper_in,
+            pose=self._pose, pose_in=self._pose_in, pose_frame_error=self._pose_frame_error,
+        )
+
+    def _publish_command(self, tick: TickOutput, ros_now: Any) -> None:
+        """``action`` (and the servo twist and gripper command) from the tick's command."""
+        cfg = self.cfg
         action = EndEffectorAction()
-        if source in (Source.POLICY, Source.BLEND) and step is not None and step.stamp is not None:
-            action.header.stamp = step.stamp
-        elif source == Source.HUMAN and twist_stamp is not None and not _stamp_is_zero(twist_stamp):
-            action.header.stamp = twist_stamp
-        else:
-            action.header.stamp = ros_now
+        action.header.stamp = ros_now if tick.stamp is None else tick.stamp
         action.header.frame_id = cfg.action_frame_id
-        c = filtered.command
+        c = tick.command
         action.linear.x, action.linear.y, action.linear.z = float(c[0]), float(c[1]), float(c[2])
         action.angular.x, action.angular.y, action.angular.z = float(c[3]), float(c[4]), float(c[5])
         action.gripper = float(c[6])
         action.control_period = float(cfg.period_s)
-        action.source = int(source)
-        if source in (Source.POLICY, Source.BLEND) and step is not None and len(step.remaining):
-            rows = [make_safe(r, cfg.limits, hold_gripper=c[6]).command for r in step.remaining]
-            action.chunk_length = len(rows)
-            action.chunk = np.asarray(rows, dtype=np.float32).reshape(-1).tolist()
+        action.source = int(tick.source)
+        if len(tick.chunk):
+            action.chunk_length = len(tick.chunk)
+            action.chunk = tick.chunk.astype(np.float32).reshape(-1).tolist()
         self._action_pub.publish(action)
-
         if self._servo_pub is not None:
             twist = TwistStamped()
             twist.header.stamp = ros_now
@@ -865,13 +770,40 @@ class PolicyNode(LifecycleNode):
             self._servo_pub.publish(twist)
             self._gripper_pub.publish(Float64(data=float(c[6])))
 
+    def _publish_status(self, tick: TickOutput | None, ros_now: Any) -> None:
+        """``status``: what the tick decided (None: inactive, no tick) and the model's side."""
         status = PolicyStatus()
         status.header.stamp = ros_now
+        mode = self._handoff.mode if tick is None else tick.mode
+        status.mode, status.mode_name = int(mode), _MODE_NAMES[mode]
+        status.shadow_error = status.shadow_cosine = math.nan
+        if tick is None:
+            status.lifecycle_state = "inactive"
+            status.image_age_s = status.instruction_age_s = status.teleop_age_s = status.ee_pose_age_s = -1.0
+            self._status_pub.publish(status)
+            return
         status.lifecycle_state = "active"
-        status.mode = int(mode)
-        status.mode_name = _MODE_NAMES[mode]
-        status.alarm = source == Source.STOP
-        status.alarm_reason = stop_reason if source == Source.STOP else ""
+        status.alarm, status.alarm_reason = tick.stopped, tick.stop_reason
+        a = tick.ages
+        status.image_age_s, status.instruction_age_s = float(a.image), float(a.instruction)
+        status.teleop_age_s, status.ee_pose_age_s = float(a.teleop), float(a.ee_pose)
+        status.control_rate_hz = float(tick.control_rate_hz)
+        if tick.agreement is not None:
+            status.shadow_error, status.shadow_cosine = float(tick.agreement.error), float(tick.agreement.cosine)
+        counters = tick.counters
+        for name in ("linear_step_clamps", "angular_step_clamps", "gripper_clamps", "linear_change_limits",
+                     "angular_change_limits", "workspace_clips", "non_finite_commands", "stop_events"):
+            setattr(status, name, int(getattr(counters, name)))
+        status.last_limit_event = counters.last_event
+        self._add_model_status(status)
+        self._status_pub.publish(status)
+
+    def _add_model_status(self, status: PolicyStatus) -> None:
+        """The inference side of ``status``: the newest prediction, the layer cap and the deadline."""
+        with self._lock:
+            out, prediction_stamps = self._last_output, self._last_prediction_stamps
+            cap, misses, p95 = self._deadline_report
+            status.dropped_images = int(self._dropped_images)
         if out is not None:
             status.inference_latency_ms = float(out.latency_ms)
             status.layers_executed = int(out.layers_executed)
@@ -880,43 +812,24 @@ class PolicyNode(LifecycleNode):
             status.prediction_image_stamp, status.prediction_ready_stamp = prediction_stamps
         elif self._policy_info is not None:
             status.layers_total = int(self._policy_info[0])
-        status.latency_budget_ms = float(cfg.latency_budget_ms)
-        with self._lock:
-            cap, misses, p95 = self._deadline_report
+        status.latency_budget_ms = float(self.cfg.latency_budget_ms)
         if self._deadline is None:
             cap = self._budget[0] or 0
         status.layer_cap, status.latency_budget_misses, status.latency_p95_ms = int(cap), int(misses), float(p95)
-        status.image_age_s, status.instruction_age_s, status.teleop_age_s, status.ee_pose_age_s = (
-            float(a) for a in ages)
-        status.control_rate_hz = float(rate)
-        status.dropped_images = int(dropped)
-        agreement = decision.agreement
-        status.shadow_error = float(agreement.error) if agreement is not None else math.nan
-        status.shadow_cosine = float(agreement.cosine) if agreement is not None else math.nan
-        for name in ("linear_step_clamps", "angular_step_clamps", "gripper_clamps", "linear_change_limits",
-                     "angular_change_limits", "workspace_clips", "non_finite_commands", "stop_events"):
-            setattr(status, name, int(getattr(counters, name)))
-        status.last_limit_event = counters.last_event
-        self._status_pub.publish(status)
-        self._last_status = status
 
     def _publish_diagnostics(self) -> None:
         cfg = self.cfg
-        status = self._last_status if self.lifecycle_state == "active" else None
+        tick = self._last_tick if self.lifecycle_state == "active" else None
         with self._lock:
-            stopped, reason = self._last_stop if status is not None else (False, "")
-            counters = self._filter.counters
+            counters = self._control.filter.counters
             dropped = self._dropped_images
         out = self._last_output if self.lifecycle_state == "active" else None
-        ages = {"image": -1.0, "instruction": -1.0, "teleop": -1.0}
+        stopped, reason = (False, "") if tick is None else (tick.stopped, tick.stop_reason)
+        a = tick.ages if tick is not None else StatusAges()
+        ages = {"image": a.image, "instruction": a.instruction, "teleop": a.teleop}
         if cfg.workspace is not None:
-            ages["ee_pose"] = -1.0
-        rate = 0.0
-        if status is not None:
-            ages.update(image=status.image_age_s, instruction=status.instruction_age_s, teleop=status.teleop_age_s)
-            if cfg.workspace is not None:
-                ages["ee_pose"] = status.ee_pose_age_s
-            rate = status.control_rate_hz
+            ages["ee_pose"] = a.ee_pose
+        rate = 0.0 if tick is None else tick.control_rate_hz
         report = diagnostic_report(
             lifecycle_state=self.lifecycle_state, mode=self._handoff.mode.name, stopped=stopped, stop_reason=reason,
             latency_ms=None if out is None else float(out.latency_ms),
