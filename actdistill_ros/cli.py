@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .core.checkpoint import CheckpointError
 from .core.config import MODEL_PRESETS, ConfigError, TeacherTrainConfig, load_config, to_dict
-from .core.dataset import DatasetError
+from .core.data.dataset import DatasetError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_make_synthetic(args) -> int:
-    from .core.synthetic import make_dataset
+    from .core.data.synthetic import make_dataset
 
     ds = make_dataset(args.episodes, steps=args.steps, image_size=args.image_size, seed=args.seed)
     ds.save(args.out)

@@ -36,9 +36,9 @@ from actdistill_ros.core.config import (
     TeacherTrainConfig,
     to_dict,
 )
+from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.flops import component_flops
 from actdistill_ros.core.pipeline import run_distillation, run_teacher_training
-from actdistill_ros.core.synthetic import make_dataset
 
 HEADS = ("regression", "tokens", "flow")
 

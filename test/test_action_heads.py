@@ -30,10 +30,10 @@ from actdistill_ros.core.config import (
     TinyVLAConfig,
     from_dict,
 )
+from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.graph import LayerProbes
 from actdistill_ros.core.loop import epoch_order
 from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.synthetic import make_dataset
 from actdistill_ros.core.tiny_vla import TinyVLA
 from actdistill_ros.core.training import build_tensor_data, distill_student, record_teacher, train_teacher
 

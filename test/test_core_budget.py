@@ -12,7 +12,7 @@ from actdistill_ros.core.config import (
     OptimConfig,
     RouterConfig,
 )
-from actdistill_ros.core.dataset import Episode, EpisodeDataset
+from actdistill_ros.core.data.dataset import Episode, EpisodeDataset
 from actdistill_ros.core.graph import LayerProbes
 from actdistill_ros.core.route_stats import route_statistics, routing_warnings
 from actdistill_ros.core.router import Router, budget_offset, hard_decisions

@@ -23,10 +23,10 @@ from actdistill_ros.core.config import (
     OptimConfig,
     RouterConfig,
 )
+from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.distributed import World, init_world
 from actdistill_ros.core.graph import LayerProbes
 from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.synthetic import make_dataset
 from actdistill_ros.core.tiny_vla import TinyVLA
 from actdistill_ros.core.training import TensorData, build_tensor_data, distill_student, record_teacher, train_probes
 

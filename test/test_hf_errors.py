@@ -160,7 +160,7 @@ def test_distill_job_config_checks_the_teacher_directory(llava_copy, tmp_path):
 
 
 def test_out_of_memory_in_the_job_is_a_job_error_with_advice(tmp_path, monkeypatch):
-    from actdistill_ros.core.synthetic import make_dataset
+    from actdistill_ros.core.data.synthetic import make_dataset
     from actdistill_ros.distill_job import run_distill_job
     from actdistill_ros.teachers.hf_teacher import HFVLATeacher
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, ingest
 from actdistill_ros.ingest.synthetic import DemoTopics, frame_of, scene_rgb, write_demo_bag
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, ingest
 from actdistill_ros.ingest import pipeline as pipeline_module
 from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag

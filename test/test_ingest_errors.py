@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, IngestError, ingest
 from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
 

@@ -16,6 +16,7 @@ from actdistill_ros.core.config import (
     RouterConfig,
     from_dict,
 )
+from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.graph import LayerProbes
 from actdistill_ros.core.loop import run_loop
 from actdistill_ros.core.memory import (
@@ -28,7 +29,6 @@ from actdistill_ros.core.memory import (
 )
 from actdistill_ros.core.pipeline import run_distillation
 from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.synthetic import make_dataset
 from actdistill_ros.core.training import (
     TeacherRecords,
     build_tensor_data,

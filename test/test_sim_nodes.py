@@ -123,7 +123,7 @@ def test_reset_mid_episode_and_unknown_task(sim_group):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp_path, storage):
-    from actdistill_ros.core.dataset import EpisodeDataset
+    from actdistill_ros.core.data.dataset import EpisodeDataset
     from actdistill_ros.distill_job import config_from_mapping
     from actdistill_ros.ingest import ingest
     from actdistill_ros.sim_ros.main_job import PRESETS, distill_job_mapping

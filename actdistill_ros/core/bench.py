@@ -16,7 +16,7 @@ from pydantic import Field
 
 from .checkpoint import load_student, load_teacher
 from .config import Float, Int, config_dataclass, to_dict
-from .dataset import EpisodeDataset
+from .data.dataset import EpisodeDataset
 from .device import resolve_device, resolve_dtype
 from .flops import component_flops, count_flops
 from .progress import progress_bar

@@ -18,10 +18,10 @@ from .config import (
     TeacherTrainConfig,
     TinyVLAConfig,
 )
-from .dataset import EpisodeDataset
+from .data.dataset import EpisodeDataset
+from .data.synthetic import make_dataset
 from .pipeline import run_distillation, run_teacher_training
 from .plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
-from .synthetic import make_dataset
 
 
 @dataclass

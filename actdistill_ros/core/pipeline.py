@@ -32,7 +32,7 @@ from .baselines import (
 )
 from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
 from .config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
-from .dataset import DatasetError, EpisodeDataset
+from .data.dataset import DatasetError, EpisodeDataset
 from .device import resolve_device
 from .distributed import World, device_for, init_world
 from .graph import LayerProbes

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .checkpoint import default_student_path, load_student
+from .data.images import resize_rgb
 from .device import resolve_device, resolve_dtype
 from .flops import component_flops, routed_flops_ratio
-from .images import resize_rgb
 from .student import RoutedStudent
 
 
@@ -98,7 +98,7 @@ class RoutedPolicy:
         return self._text[1]
 
     def _pixel_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """The frame resized (core/images.py, as ingestion does) into one preallocated (on CUDA:
+        """The frame resized (core/data/images.py, as ingestion does) into one preallocated (on CUDA:
         pinned) buffer, then one transfer to a preallocated device tensor."""
         h, w = self.image_size
         if self._pixels is None:

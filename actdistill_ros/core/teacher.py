@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .action_heads import ActionHead
-from .dataset import ACTION_DIM
+from .data.dataset import ACTION_DIM
 
 
 @dataclass

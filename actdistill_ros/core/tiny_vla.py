@@ -22,7 +22,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .action_heads import RegressionChunkHead, build_action_head
 from .config import TinyVLAConfig
-from .images import resize_rgb
+from .data.images import resize_rgb
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
 
 ChunkActionHead = RegressionChunkHead  # the original name of the regression head
@@ -96,7 +96,7 @@ TOKENIZERS = {cls.kind: cls for cls in (ByteTokenizer, HashWordTokenizer)}
 def images_to_uint8_batch(images, size: int) -> torch.Tensor:
     """uint8 RGB images (one [H,W,3] or a batch [B,H,W,3]) -> uint8 tensor [B, size, size, 3].
 
-    Other sizes are resized by ``core.images.resize_rgb``, the resize of bag ingestion; wrong dtype,
+    Other sizes are resized by ``core.data.images.resize_rgb``, the resize of bag ingestion; wrong dtype,
     channel count or non-finite content are errors.
     """
     array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)

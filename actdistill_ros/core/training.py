@@ -25,7 +25,7 @@ from torch import nn
 
 from .augment import batch_generator, random_shift
 from .config import ConfigError, DistillConfig, MemoryConfig, OptimConfig
-from .dataset import DatasetError, EpisodeDataset
+from .data.dataset import DatasetError, EpisodeDataset
 from .distributed import SINGLE, World
 from .graph import LayerProbes
 from .loop import LoopResult, run_loop

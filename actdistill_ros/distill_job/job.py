@@ -45,7 +45,7 @@ from ..core.checkpoint import (
     weights_sha256,
 )
 from ..core.config import ConfigError, flatten, to_dict
-from ..core.dataset import DatasetError, Episode, EpisodeDataset
+from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
 from ..core.loop import batches_per_epoch
 from ..core.pipeline import run_distillation, run_teacher_training
 from ..core.training import RESTART_HINT, write_json_atomic

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.dataset import DatasetError, Episode, EpisodeDataset
+from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
 from .actions import GRIPPER_TYPES, SOURCE_TYPES, action_values, gripper_value, invalid_reason
 from .align import Alignment, Streams, align_streams
 from .config import IngestConfig, IngestError

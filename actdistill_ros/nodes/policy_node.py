@@ -118,7 +118,7 @@ from actdistill_ros.control.node_config import (
     validate_config,
 )
 from actdistill_ros.control.safety import CommandFilter, InputAge, input_age, make_safe
-from actdistill_ros.core.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
+from actdistill_ros.core.data.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
