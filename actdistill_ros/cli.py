@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .core.checkpoint import CheckpointError
 from .core.config import MODEL_PRESETS, ConfigError, TeacherTrainConfig, load_config, to_dict
 from .core.data.dataset import DatasetError
+from .core.model.checkpoint import CheckpointError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +113,7 @@ def _cmd_sim_demos(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .core.checkpoint import default_student_path, default_teacher_path
+    from .core.model.checkpoint import default_student_path, default_teacher_path
     from .sim_ros.closed_loop import EvalConfig, evaluate, find_baselines
     from .sim_ros.report import eval_markdown
 

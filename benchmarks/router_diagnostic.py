@@ -45,9 +45,9 @@ import torch
 
 from actdistill_ros.core.baselines import finetune_routed
 from actdistill_ros.core.bench import BenchConfig, benchmark
-from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.pipeline import split_dataset
 from actdistill_ros.core.route_stats import route_statistics
 from actdistill_ros.core.training import evaluate, predict

@@ -18,10 +18,10 @@ from actdistill_ros.core.baselines import (
     greedy_layer_selection,
     random_route_student,
 )
-from actdistill_ros.core.checkpoint import load_student, load_teacher
 from actdistill_ros.core.config import ConfigError, OptimConfig, RouterConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.loop import batches_per_epoch
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher
 from actdistill_ros.core.pipeline import baseline_layer_count
 from actdistill_ros.core.policies import load_policy
 from actdistill_ros.core.training import build_tensor_data, evaluate

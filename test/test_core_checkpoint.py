@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from actdistill_ros.core.checkpoint import (
+from actdistill_ros.core.model.checkpoint import (
     CheckpointError,
     load_student,
     load_teacher,

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file, save_file
 
-from actdistill_ros.core.checkpoint import save_student
 from actdistill_ros.core.config import ConfigError, OptimConfig, TeacherTrainConfig, to_dict
 from actdistill_ros.core.loop import batches_per_epoch
+from actdistill_ros.core.model.checkpoint import save_student
 from actdistill_ros.core.pipeline import run_teacher_training
 from actdistill_ros.core.policy import RoutedPolicy
 from actdistill_ros.distill_job import (

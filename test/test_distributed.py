@@ -25,9 +25,9 @@ from actdistill_ros.core.config import (
 )
 from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.distributed import World, init_world
-from actdistill_ros.core.graph import LayerProbes
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.tiny_vla import TinyVLA
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.model.tiny_vla import TinyVLA
 from actdistill_ros.core.training import TensorData, build_tensor_data, distill_student, record_teacher, train_probes
 
 from core_helpers import TINY
@@ -138,7 +138,9 @@ def problem(tmp_path_factory):
 def _spawn(world_size: int, tmp: Path) -> None:
     # forkserver: one fresh process imports torch/transformers once, the ranks fork from it
     # (no fork of this multi-threaded pytest process, no import per rank)
-    mp.set_forkserver_preload(["actdistill_ros.core.training", "actdistill_ros.core.tiny_vla", "test_distributed"])
+    mp.set_forkserver_preload(
+        ["actdistill_ros.core.training", "actdistill_ros.core.model.tiny_vla", "test_distributed"]
+    )
     ctx = mp.start_processes(
         _worker, args=(world_size, free_port(), str(tmp)), nprocs=world_size, join=False, start_method="forkserver"
     )

@@ -11,10 +11,10 @@ import json
 import pytest
 import torch
 
-from actdistill_ros.core.checkpoint import load_student, load_teacher, read_checkpoint_info
 from actdistill_ros.core.config import DistillConfig, GraphConfig, OptimConfig, RouterConfig
 from actdistill_ros.core.data.synthetic import make_dataset
-from actdistill_ros.core.flops import count_flops
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher, read_checkpoint_info
+from actdistill_ros.core.model.flops import count_flops
 from actdistill_ros.core.pipeline import run_distillation
 from actdistill_ros.core.policy import RoutedPolicy
 from actdistill_ros.core.training import StaleRunError

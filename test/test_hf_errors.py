@@ -199,9 +199,9 @@ def test_a_truncated_model_file_is_one_checkpoint_error_naming_it(llava_copy):
 @pytest.mark.parametrize("damaged", ["hf/model.safetensors", "model.safetensors"])
 def test_a_truncated_student_file_is_one_checkpoint_error_naming_it(llava_copy, tmp_path, damaged):
     """An exported transformers student: its own weights and the VLM's in ``hf/``."""
-    from actdistill_ros.core.checkpoint import CheckpointError, load_student, save_student
     from actdistill_ros.core.config import RouterConfig
-    from actdistill_ros.core.student import RoutedStudent
+    from actdistill_ros.core.model.checkpoint import CheckpointError, load_student, save_student
+    from actdistill_ros.core.model.student import RoutedStudent
 
     student = RoutedStudent.from_teacher(load_hf_teacher(llava_copy), RouterConfig(router_dim=8))
     directory = save_student(student, tmp_path / "student")

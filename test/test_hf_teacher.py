@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import RouterConfig
-from actdistill_ros.core.student import RoutedStudent
+from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.teachers import HFTeacherOptions, load_hf_teacher
 from actdistill_ros.teachers.decoder_stack import RoutedKVCache
 

@@ -5,7 +5,6 @@ teacher, and out-of-memory errors that say what to change."""
 import pytest
 import torch
 
-from actdistill_ros.core.checkpoint import load_teacher, save_teacher
 from actdistill_ros.core.config import (
     ConfigError,
     DistillConfig,
@@ -17,7 +16,6 @@ from actdistill_ros.core.config import (
     from_dict,
 )
 from actdistill_ros.core.data.synthetic import make_dataset
-from actdistill_ros.core.graph import LayerProbes
 from actdistill_ros.core.loop import run_loop
 from actdistill_ros.core.memory import (
     TrainingOutOfMemoryError,
@@ -27,8 +25,10 @@ from actdistill_ros.core.memory import (
     merge_lora,
     out_of_memory_advice,
 )
+from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.pipeline import run_distillation
-from actdistill_ros.core.student import RoutedStudent
 from actdistill_ros.core.training import (
     TeacherRecords,
     build_tensor_data,

@@ -391,7 +391,7 @@ ROUTER_KINDS = ("learned", "fixed", "random")
 
 @config_dataclass
 class RouterConfig:
-    """Which layers run per sample (``router.py``): ``learned`` (ActDistill), or the baselines
+    """Which layers run per sample (``model/router.py``): ``learned`` (ActDistill), or the baselines
     ``fixed`` (the layers in ``fixed_layers`` for every input) and ``random`` (``random_layers``
     layers drawn per sample and pass)."""
 
@@ -441,7 +441,7 @@ class LossConfig:
     layers executed. With ``budget_control`` every training batch is cut at the score quantile
     that meets it, the inference threshold follows those cuts (a running average with
     ``budget_momentum``, ``Router.track_offset``) and is calibrated exactly at the end of stage 2
-    (``router.py``). The target starts at 1.0 (the student starts as the teacher) and falls
+    (``model/router.py``). The target starts at 1.0 (the student starts as the teacher) and falls
     linearly to ``keep_ratio`` over the first ``budget_warmup`` of the steps, so the backbone
     adapts as layers drop out. Without it only the ``budget`` loss term acts (as in the
     paper, whose router meets no budget)."""

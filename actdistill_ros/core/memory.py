@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, MemoryConfig
-from .teacher import VLATeacher
+from .model.teacher import VLATeacher
 
 
 def check_memory_options(cfg: MemoryConfig, device: torch.device) -> None:

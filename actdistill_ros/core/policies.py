@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import (
+from .device import resolve_device, resolve_dtype
+from .model.checkpoint import (
     STUDENT_FORMAT,
     TEACHER_FORMAT,
     CheckpointError,
@@ -21,9 +22,8 @@ from .checkpoint import (
     load_teacher,
     read_checkpoint_info,
 )
-from .device import resolve_device, resolve_dtype
+from .model.teacher import VLATeacher
 from .policy import PolicyOutput, RoutedPolicy, check_instruction
-from .teacher import VLATeacher
 
 
 class TeacherPolicy:

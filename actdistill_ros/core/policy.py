@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import default_student_path, load_student
 from .data.images import resize_rgb
 from .device import resolve_device, resolve_dtype
-from .flops import component_flops, routed_flops_ratio
-from .student import RoutedStudent
+from .model.checkpoint import default_student_path, load_student
+from .model.flops import component_flops, routed_flops_ratio
+from .model.student import RoutedStudent
 
 
 @dataclass

@@ -27,7 +27,6 @@ from .augment import batch_generator, random_shift
 from .config import ConfigError, DistillConfig, MemoryConfig, OptimConfig
 from .data.dataset import DatasetError, EpisodeDataset
 from .distributed import SINGLE, World
-from .graph import LayerProbes
 from .loop import LoopResult, run_loop
 from .losses import distillation_loss
 from .memory import (
@@ -39,10 +38,11 @@ from .memory import (
     out_of_memory_advice,
     trainable_parameters,
 )
+from .model.graph import LayerProbes
+from .model.router import Router
+from .model.student import RoutedStudent
+from .model.teacher import VLATeacher
 from .route_stats import route_statistics
-from .router import Router
-from .student import RoutedStudent
-from .teacher import VLATeacher
 
 
 @dataclass

@@ -36,7 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.checkpoint import (
+from ..core.config import ConfigError, flatten, to_dict
+from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
+from ..core.loop import batches_per_epoch
+from ..core.model.checkpoint import (
     STUDENT_FORMAT,
     TEACHER_FORMAT,
     CheckpointError,
@@ -44,9 +47,6 @@ from ..core.checkpoint import (
     load_teacher,
     weights_sha256,
 )
-from ..core.config import ConfigError, flatten, to_dict
-from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
-from ..core.loop import batches_per_epoch
 from ..core.pipeline import run_distillation, run_teacher_training
 from ..core.training import RESTART_HINT, write_json_atomic
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.teacher import ActionNormalizer
+from ..core.model.teacher import ActionNormalizer
 from .errors import HFTeacherError
 
 N_BINS = 256

@@ -21,7 +21,7 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 class HFTeacherOptions:
     """How a transformers image-text-to-text model becomes a VLA teacher."""
 
-    # regression | tokens | flow: core's action heads (core/action_heads.py) on the final hidden
+    # regression | tokens | flow: core's action heads (core/model/action_heads.py) on the final hidden
     # states, new and fitted on the demos (backbone frozen) before distillation; their settings
     # (width, bins, flow_steps...) in ``head_config``. action_tokens: OpenVLA's own discrete
     # action tokens (the last 256 vocabulary ids) decoded by the model's LM head and de-normalised

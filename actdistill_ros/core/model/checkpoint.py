@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ConfigError, RouterConfig, TinyVLAConfig, from_dict, to_dict
+from ..config import ConfigError, RouterConfig, TinyVLAConfig, from_dict, to_dict
 from .student import RoutedStudent
 from .teacher import VLATeacher
 from .tiny_vla import TinyVLA
@@ -41,7 +41,7 @@ class CheckpointError(ValueError):
 
 
 def package_assets() -> Path:
-    return Path(__file__).resolve().parent.parent / "assets"
+    return Path(__file__).resolve().parents[2] / "assets"  # actdistill_ros/assets
 
 
 def default_student_path() -> Path:

@@ -20,9 +20,9 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from ..config import TinyVLAConfig
+from ..data.images import resize_rgb
 from .action_heads import RegressionChunkHead, build_action_head
-from .config import TinyVLAConfig
-from .data.images import resize_rgb
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
 
 ChunkActionHead = RegressionChunkHead  # the original name of the regression head
