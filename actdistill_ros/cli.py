@@ -28,7 +28,7 @@ def _cmd_make_synthetic(args) -> int:
 
 
 def _cmd_train_teacher(args) -> int:
-    from .core.pipeline import run_teacher_training
+    from .core.training.runs import run_teacher_training
 
     base = {"model": to_dict(MODEL_PRESETS[args.preset])}
     if args.device:

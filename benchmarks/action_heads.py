@@ -38,7 +38,7 @@ from actdistill_ros.core.config import (
 from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.model.checkpoint import load_teacher
 from actdistill_ros.core.model.flops import component_flops
-from actdistill_ros.core.pipeline import run_distillation, run_teacher_training
+from actdistill_ros.core.training.runs import run_distillation, run_teacher_training
 
 HEADS = ("regression", "tokens", "flow")
 

@@ -22,7 +22,6 @@ from actdistill_ros.core.config import (
     from_dict,
 )
 from actdistill_ros.core.data.synthetic import make_dataset
-from actdistill_ros.core.loop import epoch_order
 from actdistill_ros.core.model.action_heads import FlowMatchingHead, RegressionChunkHead, TokenActionHead
 from actdistill_ros.core.model.checkpoint import (
     default_student_path,
@@ -35,7 +34,8 @@ from actdistill_ros.core.model.checkpoint import (
 from actdistill_ros.core.model.graph import LayerProbes
 from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.model.tiny_vla import TinyVLA
-from actdistill_ros.core.training import build_tensor_data, distill_student, record_teacher, train_teacher
+from actdistill_ros.core.training.loop import epoch_order
+from actdistill_ros.core.training.stages import build_tensor_data, distill_student, record_teacher, train_teacher
 
 from core_helpers import TINY, tiny_inputs
 

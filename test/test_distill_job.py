@@ -22,10 +22,10 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from actdistill_ros.core.config import ConfigError, OptimConfig, TeacherTrainConfig, to_dict
-from actdistill_ros.core.loop import batches_per_epoch
 from actdistill_ros.core.model.checkpoint import save_student
-from actdistill_ros.core.pipeline import run_teacher_training
 from actdistill_ros.core.policy import RoutedPolicy
+from actdistill_ros.core.training.loop import batches_per_epoch
+from actdistill_ros.core.training.runs import run_teacher_training
 from actdistill_ros.distill_job import (
     DistillJobConfig,
     DistillJobError,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import ConfigError, OptimConfig
-from actdistill_ros.core.training import TensorData, train_teacher
+from actdistill_ros.core.training.stages import TensorData, train_teacher
 from actdistill_ros.distill_job import DistillJobError, check_teacher, config_from_mapping
 from actdistill_ros.teachers import (
     HFTeacherError,

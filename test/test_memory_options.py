@@ -16,8 +16,11 @@ from actdistill_ros.core.config import (
     from_dict,
 )
 from actdistill_ros.core.data.synthetic import make_dataset
-from actdistill_ros.core.loop import run_loop
-from actdistill_ros.core.memory import (
+from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.training.loop import run_loop
+from actdistill_ros.core.training.memory import (
     TrainingOutOfMemoryError,
     add_lora,
     apply_memory_options,
@@ -25,11 +28,8 @@ from actdistill_ros.core.memory import (
     merge_lora,
     out_of_memory_advice,
 )
-from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
-from actdistill_ros.core.model.graph import LayerProbes
-from actdistill_ros.core.model.student import RoutedStudent
-from actdistill_ros.core.pipeline import run_distillation
-from actdistill_ros.core.training import (
+from actdistill_ros.core.training.runs import run_distillation
+from actdistill_ros.core.training.stages import (
     TeacherRecords,
     build_tensor_data,
     distill_student,

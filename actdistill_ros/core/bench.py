@@ -20,7 +20,7 @@ from .device import resolve_device, resolve_dtype
 from .model.checkpoint import load_student, load_teacher
 from .model.flops import component_flops, count_flops
 from .progress import progress_bar
-from .training import TensorData, agreement, build_tensor_data, evaluate
+from .training.stages import TensorData, agreement, build_tensor_data, evaluate
 
 
 @config_dataclass

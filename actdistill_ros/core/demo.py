@@ -20,8 +20,8 @@ from .config import (
 )
 from .data.dataset import EpisodeDataset
 from .data.synthetic import make_dataset
-from .pipeline import run_distillation, run_teacher_training
 from .plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
+from .training.runs import run_distillation, run_teacher_training
 
 
 @dataclass

@@ -12,7 +12,7 @@ Output directory layout::
     report.json, report.md, plots/*.png
 
 Resuming: a rerun with the same ``output_dir`` skips finished stages and continues an
-interrupted one from its last checkpoint (see ``core/loop.py``). ``runs/job.json`` records what
+interrupted one from its last checkpoint (see ``core/training/loop.py``). ``runs/job.json`` records what
 the run was started with (dataset, teacher weights' sha256, training settings); a rerun with
 different ones is an error naming what changed instead of silently mixing two runs (``restart:
 true`` starts over). Nothing already computed is deleted on an error:
@@ -38,7 +38,6 @@ import torch
 
 from ..core.config import ConfigError, flatten, to_dict
 from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
-from ..core.loop import batches_per_epoch
 from ..core.model.checkpoint import (
     STUDENT_FORMAT,
     TEACHER_FORMAT,
@@ -47,8 +46,9 @@ from ..core.model.checkpoint import (
     load_teacher,
     weights_sha256,
 )
-from ..core.pipeline import run_distillation, run_teacher_training
-from ..core.training import RESTART_HINT, write_json_atomic
+from ..core.training.loop import batches_per_epoch
+from ..core.training.runs import run_distillation, run_teacher_training
+from ..core.training.stages import RESTART_HINT, write_json_atomic
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest
 from .config import DistillJobConfig
 
@@ -524,7 +524,7 @@ class _Job:
 
     def baselines(self, dataset_dir: Path, teacher_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
         """Fixed and random routes at the student's layer count, stage 2's budget each."""
-        from ..core.pipeline import baseline_layer_count, run_baselines
+        from ..core.training.runs import baseline_layer_count, run_baselines
 
         started = time.monotonic()
         dcfg = self.distill_cfg

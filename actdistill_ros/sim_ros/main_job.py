@@ -101,7 +101,7 @@ def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, de
                  demos: int | None = None, teacher_epochs: int | None = None) -> dict:
     """Record -> distil -> evaluate. ``train_teacher``: train the teacher on the recorded bags too
     (what made the shipped one) instead of distilling the shipped teacher. ``baselines``: also
-    distil the baselines (static pruning tuned/untuned, random routes; core/baselines.py) and
+    distil the baselines (static pruning tuned/untuned, random routes; core/training/baselines.py) and
     drive the arm with each, beside teacher and student. ``threads``: torch CPU threads of the
     training stages (0 = one per core; 1 on a machine other work shares: threads that wait for
     a busy core slowed a training step ~10x on 2 cores). ``tasks``: the tasks recorded and

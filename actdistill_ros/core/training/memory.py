@@ -22,8 +22,8 @@ import contextlib
 import torch
 from torch import nn
 
-from .config import ConfigError, MemoryConfig
-from .model.teacher import VLATeacher
+from ..config import ConfigError, MemoryConfig
+from ..model.teacher import VLATeacher
 
 
 def check_memory_options(cfg: MemoryConfig, device: torch.device) -> None:

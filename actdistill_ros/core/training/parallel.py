@@ -11,7 +11,7 @@ the same global batch (up to float summation order) -- test/test_distributed.py 
 
 Launch (see docs/distributed.md):
 
-    torchrun --nproc-per-node 4 -m actdistill_ros.core.distributed distill \\
+    torchrun --nproc-per-node 4 -m actdistill_ros.core.training.parallel distill \\
         --dataset runs/default/data --teacher runs/default/teacher --out runs/ddp --strategy ddp
 
 Only rank 0 writes files (metrics, resume state, records, checkpoints); all ranks read the
@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import ConfigError, DistributedConfig
+from ..config import ConfigError, DistributedConfig
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -293,11 +293,11 @@ def shutdown(world: World) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import DistillConfig, TeacherTrainConfig, load_config
-    from .pipeline import run_distillation, run_teacher_training
+    from ..config import DistillConfig, TeacherTrainConfig, load_config
+    from .runs import run_distillation, run_teacher_training
 
     parser = argparse.ArgumentParser(
-        prog="torchrun --nproc-per-node N -m actdistill_ros.core.distributed",
+        prog="torchrun --nproc-per-node N -m actdistill_ros.core.training.parallel",
         description="Teacher training or distillation on several processes (DDP/FSDP).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

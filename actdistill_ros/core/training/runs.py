@@ -21,6 +21,13 @@ from pathlib import Path
 
 import torch
 
+from ..config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
+from ..data.dataset import DatasetError, EpisodeDataset
+from ..device import resolve_device
+from ..model.checkpoint import load_teacher, save_student, save_teacher, weights_sha256
+from ..model.graph import LayerProbes
+from ..model.student import RoutedStudent
+from ..model.tiny_vla import TinyVLA
 from .baselines import (
     BASELINES,
     SELECTION_SAMPLES,
@@ -30,16 +37,9 @@ from .baselines import (
     random_route_student,
     subset,
 )
-from .config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
-from .data.dataset import DatasetError, EpisodeDataset
-from .device import resolve_device
-from .distributed import World, device_for, init_world
-from .model.checkpoint import load_teacher, save_student, save_teacher, weights_sha256
-from .model.graph import LayerProbes
-from .model.student import RoutedStudent
-from .model.tiny_vla import TinyVLA
+from .parallel import World, device_for, init_world
 from .route_stats import routing_warnings
-from .training import (
+from .stages import (
     TeacherOutputs,
     TeacherRecords,
     TensorData,
