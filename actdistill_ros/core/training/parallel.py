@@ -9,9 +9,9 @@ balance and budget): those are computed on tensors all-gathered with autograd fr
 rank, so they see the whole global batch. The result: the same update as one process with
 the same global batch (up to float summation order) -- test/test_distributed.py checks it.
 
-Launch (see docs/distributed.md):
+Launch (the entry point is :mod:`actdistill_ros.core.distributed`; see docs/distributed.md):
 
-    torchrun --nproc-per-node 4 -m actdistill_ros.core.training.parallel distill \\
+    torchrun --nproc-per-node 4 -m actdistill_ros.core.distributed distill \\
         --dataset runs/default/data --teacher runs/default/teacher --out runs/ddp --strategy ddp
 
 Only rank 0 writes files (metrics, resume state, records, checkpoints); all ranks read the
@@ -21,10 +21,8 @@ longer than ``distributed.timeout_s`` raises instead of hanging.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -285,45 +283,3 @@ def device_for(world: World, device: torch.device) -> torch.device:
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
-# ------------------------------------------------------------------------------------------
-# torchrun entry point
-# ------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..config import DistillConfig, TeacherTrainConfig, load_config
-    from .runs import run_distillation, run_teacher_training
-
-    parser = argparse.ArgumentParser(
-        prog="torchrun --nproc-per-node N -m actdistill_ros.core.training.parallel",
-        description="Teacher training or distillation on several processes (DDP/FSDP).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("distill", "teacher"):
-        p = sub.add_parser(name)
-        p.add_argument("--dataset", required=True)
-        p.add_argument("--out", required=True)
-        if name == "distill":
-            p.add_argument("--teacher", required=True, help="teacher checkpoint directory")
-        p.add_argument("--config", help="YAML/JSON file of DistillConfig (TeacherTrainConfig) fields")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-        p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
-    args = parser.parse_args(argv)
-    overrides = [*args.set, f"distributed.strategy={args.strategy}"]
-    if args.command == "teacher":
-        cfg = load_config(TeacherTrainConfig, args.config, overrides)
-        path = run_teacher_training(args.dataset, args.out, cfg)
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"teacher: {path}")
-        return 0
-    cfg = load_config(DistillConfig, args.config, overrides)
-    result = run_distillation(args.dataset, args.teacher, args.out, cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"student: {result.student_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
