@@ -72,8 +72,8 @@ def _print_progress(event: dict) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from .core.bench import BenchConfig, benchmark, benchmark_markdown
     from .core.demo import write_bench_outputs
+    from .core.evaluation.bench import BenchConfig, benchmark, benchmark_markdown
 
     cfg = BenchConfig(device=args.device, warmup=args.warmup, latency_iters=args.iters,
                       eval_samples=args.eval_samples, threads=args.threads)
@@ -88,8 +88,8 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .core.bench import BenchConfig, benchmark_markdown
     from .core.demo import run_demo
+    from .core.evaluation.bench import BenchConfig, benchmark_markdown
 
     preset = "quick" if args.quick else args.preset
     result = run_demo(args.out, preset=preset, device=args.device, seed=args.seed,

@@ -43,9 +43,9 @@ from pathlib import Path
 
 import torch
 
-from actdistill_ros.core.bench import BenchConfig, benchmark
 from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
 from actdistill_ros.core.model.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.training.baselines import finetune_routed
 from actdistill_ros.core.training.route_stats import route_statistics

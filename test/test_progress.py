@@ -8,9 +8,9 @@ import re
 
 import torch
 
-from actdistill_ros.core.bench import BenchConfig, benchmark
 from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
 from actdistill_ros.core.model.checkpoint import default_student_path, default_teacher_path
 from actdistill_ros.core.training.loop import run_loop
 

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .bench import BenchConfig, benchmark, benchmark_markdown
 from .config import (
     MODEL_PRESETS,
     DistillConfig,
@@ -20,7 +19,8 @@ from .config import (
 )
 from .data.dataset import EpisodeDataset
 from .data.synthetic import make_dataset
-from .plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
+from .evaluation.bench import BenchConfig, benchmark, benchmark_markdown
+from .evaluation.plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
 from .training.runs import run_distillation, run_teacher_training
 
 
