@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from actdistill_ros.core.config import ConfigError, OptimConfig, RouterConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.model.checkpoint import load_student, load_teacher
-from actdistill_ros.core.policies import load_policy
+from actdistill_ros.core.policy import load_policy
 from actdistill_ros.core.training.baselines import (
     finetune_routed,
     fixed_route_student,

@@ -369,7 +369,7 @@ class PolicyNode(LifecycleNode):
     def _load_policy(self):
         # imported here so that configuration errors do not pay for torch
         from actdistill_ros.core.model.checkpoint import CheckpointError
-        from actdistill_ros.core.policies import load_policy
+        from actdistill_ros.core.policy import load_policy
 
         where = self.cfg.checkpoint or "<shipped default student>"
         try:
