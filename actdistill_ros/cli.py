@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from .core.config import MODEL_PRESETS, ConfigError, TeacherTrainConfig, load_config, to_dict
+from .core.config import MODEL_PRESETS, TeacherTrainConfig
 from .core.data.dataset import DatasetError
 from .core.model.checkpoint import CheckpointError
+from .core.typed_config import ConfigError, load_config, to_dict
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:

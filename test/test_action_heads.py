@@ -13,13 +13,11 @@ from torch.nn import functional as F
 
 from actdistill_ros.core.config import (
     ActionHeadConfig,
-    ConfigError,
     DistillConfig,
     GraphConfig,
     OptimConfig,
     RouterConfig,
     TinyVLAConfig,
-    from_dict,
 )
 from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.model.action_heads import FlowMatchingHead, RegressionChunkHead, TokenActionHead
@@ -36,6 +34,7 @@ from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.model.tiny_vla import TinyVLA
 from actdistill_ros.core.training.loop import epoch_order
 from actdistill_ros.core.training.stages import build_tensor_data, distill_student, record_teacher, train_teacher
+from actdistill_ros.core.typed_config import ConfigError, from_dict
 
 from core_helpers import TINY, tiny_inputs
 

@@ -21,11 +21,12 @@ import pytest
 import yaml
 from safetensors.torch import load_file, save_file
 
-from actdistill_ros.core.config import ConfigError, OptimConfig, TeacherTrainConfig, to_dict
+from actdistill_ros.core.config import OptimConfig, TeacherTrainConfig
 from actdistill_ros.core.model.checkpoint import save_student
 from actdistill_ros.core.policy import RoutedPolicy
 from actdistill_ros.core.training.loop import batches_per_epoch
 from actdistill_ros.core.training.runs import run_teacher_training
+from actdistill_ros.core.typed_config import ConfigError, to_dict
 from actdistill_ros.distill_job import (
     DistillJobConfig,
     DistillJobError,

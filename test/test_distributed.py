@@ -15,7 +15,6 @@ import torch
 import torch.multiprocessing as mp
 
 from actdistill_ros.core.config import (
-    ConfigError,
     DistillConfig,
     DistributedConfig,
     GraphConfig,
@@ -35,6 +34,7 @@ from actdistill_ros.core.training.stages import (
     record_teacher,
     train_probes,
 )
+from actdistill_ros.core.typed_config import ConfigError
 
 from core_helpers import TINY
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from actdistill_ros.core.config import ConfigError, OptimConfig
+from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.training.stages import TensorData, train_teacher
+from actdistill_ros.core.typed_config import ConfigError
 from actdistill_ros.distill_job import DistillJobError, check_teacher, config_from_mapping
 from actdistill_ros.teachers import (
     HFTeacherError,

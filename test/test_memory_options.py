@@ -5,16 +5,7 @@ teacher, and out-of-memory errors that say what to change."""
 import pytest
 import torch
 
-from actdistill_ros.core.config import (
-    ConfigError,
-    DistillConfig,
-    GraphConfig,
-    LossConfig,
-    MemoryConfig,
-    OptimConfig,
-    RouterConfig,
-    from_dict,
-)
+from actdistill_ros.core.config import DistillConfig, GraphConfig, LossConfig, MemoryConfig, OptimConfig, RouterConfig
 from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
 from actdistill_ros.core.model.graph import LayerProbes
@@ -36,6 +27,7 @@ from actdistill_ros.core.training.stages import (
     record_teacher,
     restore_student,
 )
+from actdistill_ros.core.typed_config import ConfigError, from_dict
 
 from core_helpers import TINY, tiny_inputs, tiny_teacher
 

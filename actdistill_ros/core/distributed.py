@@ -14,8 +14,9 @@ import argparse
 import os
 import sys
 
-from .config import DistillConfig, TeacherTrainConfig, load_config
+from .config import DistillConfig, TeacherTrainConfig
 from .training.runs import run_distillation, run_teacher_training
+from .typed_config import load_config
 
 
 def main(argv: list[str] | None = None) -> int:

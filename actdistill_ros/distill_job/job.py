@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.config import ConfigError, flatten, to_dict
 from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
 from ..core.model.checkpoint import (
     STUDENT_FORMAT,
@@ -49,6 +48,7 @@ from ..core.model.checkpoint import (
 from ..core.training.loop import batches_per_epoch
 from ..core.training.runs import run_distillation, run_teacher_training
 from ..core.training.stages import RESTART_HINT, write_json_atomic
+from ..core.typed_config import ConfigError, flatten, to_dict
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest
 from .config import DistillJobConfig
 

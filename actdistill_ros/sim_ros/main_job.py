@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from actdistill_ros.core.config import ActionHeadConfig, TinyVLAConfig, to_dict
+from actdistill_ros.core.config import ActionHeadConfig, TinyVLAConfig
+from actdistill_ros.core.typed_config import to_dict
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.sim.tasks import DEFAULT_SUITE, task_names
 

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..core.config import ConfigError, RouterConfig, from_dict, to_dict
+from ..core.config import RouterConfig
 from ..core.model.checkpoint import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -37,6 +37,7 @@ from ..core.model.checkpoint import (
     load_weights,
 )
 from ..core.model.student import RoutedStudent
+from ..core.typed_config import ConfigError, from_dict, to_dict
 from .errors import HFTeacherError
 from .hf_teacher import HFVLATeacher
 from .loading import load_hf_teacher, source_fingerprint

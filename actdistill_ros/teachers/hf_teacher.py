@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.config import to_dict
 from ..core.model.teacher import ActionNormalizer, VLATeacher
 from ..core.model.tiny_vla import images_to_uint8_batch
+from ..core.typed_config import to_dict
 from .action_heads import build_action_head
 from .decoder_stack import HFTokenBatch, RoutedKVCache, find_decoder_stack, record_layer_inputs
 from .decoding import DecodingMixin

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from ..core.config import ActionHeadConfig, ConfigError, Float, Int, config_dataclass, from_dict
+from ..core.config import ActionHeadConfig
+from ..core.typed_config import ConfigError, Float, Int, config_dataclass, from_dict
 
 CORE_HEADS = ("regression", "tokens", "flow")  # core.action_heads, on top of the final hidden states
 HEAD_TYPES = [*CORE_HEADS, "action_tokens"]  # extended by teachers.action_heads.register_action_head

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import OptimConfig, to_dict
+from ..core.config import OptimConfig
 from ..core.device import resolve_device
 from ..core.model.checkpoint import save_teacher, weights_sha256
 from ..core.training.runs import dataset_provenance, dataset_sha256, split_dataset
@@ -28,6 +28,7 @@ from ..core.training.stages import (
     stage_identity,
     train_teacher,
 )
+from ..core.typed_config import to_dict
 from .loading import load_hf_teacher
 from .options import HFTeacherOptions
 

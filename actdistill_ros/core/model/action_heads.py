@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ACTION_HEAD_KINDS, ActionHeadConfig, ConfigError
+from ..config import ACTION_HEAD_KINDS, ActionHeadConfig
+from ..typed_config import ConfigError
 
 
 class ActionHead(nn.Module):

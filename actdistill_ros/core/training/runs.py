@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
+from ..config import DistillConfig, TeacherTrainConfig
 from ..data.dataset import DatasetError, EpisodeDataset
 from ..device import resolve_device
 from ..model.checkpoint import load_teacher, save_student, save_teacher, weights_sha256
 from ..model.graph import LayerProbes
 from ..model.student import RoutedStudent
 from ..model.tiny_vla import TinyVLA
+from ..typed_config import ConfigError, to_dict
 from .baselines import (
     BASELINES,
     SELECTION_SAMPLES,

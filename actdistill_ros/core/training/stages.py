@@ -23,12 +23,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import ConfigError, DistillConfig, MemoryConfig, OptimConfig
+from ..config import DistillConfig, MemoryConfig, OptimConfig
 from ..data.dataset import DatasetError, EpisodeDataset
 from ..model.graph import LayerProbes
 from ..model.router import Router
 from ..model.student import RoutedStudent
 from ..model.teacher import VLATeacher
+from ..typed_config import ConfigError
 from .augment import batch_generator, random_shift
 from .loop import LoopResult, run_loop
 from .losses import distillation_loss
