@@ -116,7 +116,7 @@ def _cmd_sim_demos(args) -> int:
 def _cmd_eval(args) -> int:
     from .core.model.checkpoint import default_student_path, default_teacher_path
     from .sim_ros.closed_loop import EvalConfig, evaluate, find_baselines
-    from .sim_ros.report import eval_markdown
+    from .sim_ros.eval_report import eval_markdown
 
     episodes = args.episodes if args.episodes is not None else (3 if args.quick else 50)
     cfg = EvalConfig(episodes=episodes, seed=args.seed, tasks=args.tasks, device=args.device,

@@ -20,7 +20,7 @@ from actdistill_ros.core.training.runs import run_distillation
 from actdistill_ros.core.training.stages import StaleRunError
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.teachers import HFTeacherOptions
-from actdistill_ros.teachers.pipeline import prepare_hf_teacher
+from actdistill_ros.teachers.teacher_stage import prepare_hf_teacher
 
 from hf_tiny_models import random_images, tiny_model_dir
 

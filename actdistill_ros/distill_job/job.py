@@ -5,7 +5,7 @@ Output directory layout::
     dataset/            the ingested EpisodeDataset + ingest_summary.json (reused while the bags
                         and the ingest settings are unchanged)
     teacher/            with train_teacher: the trained teacher checkpoint; with a transformers model
-                        directory as teacher: that model + its action head (see teachers/pipeline.py)
+                        directory as teacher: that model + its action head (see teachers/teacher_stage.py)
     runs/               resumable stage state: <stage>_state.pt, <stage>_metrics.jsonl,
                         <stage>_done.json, teacher_records.safetensors, job.json
     student/            the exported student (config.json + model.safetensors)
@@ -445,7 +445,7 @@ class _Job:
 
     def hf_teacher_stage(self, dataset_dir: Path, model_dir: Path) -> bool:
         """Transformers model + action head -> out/teacher (a new head is fitted first); True when done."""
-        from ..teachers.pipeline import prepare_hf_teacher
+        from ..teachers.teacher_stage import prepare_hf_teacher
 
         started = time.monotonic()
         if (self.runs / "teacher_done.json").is_file() and (self.out / "teacher" / "config.json").is_file():

@@ -20,8 +20,8 @@ from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.sim.tasks import DEFAULT_SUITE, task_names
 
 from .closed_loop import EvalConfig, evaluate, find_baselines
+from .eval_report import eval_markdown
 from .record import RecordConfig, record_demonstrations
-from .report import eval_markdown
 
 # The embedded default's model: a 64 px camera through a small CNN down to 8 x 8 vision tokens
 # (normalised), instructions as hashed words, a 6 x 128 decoder and a regression head with a

@@ -26,11 +26,11 @@ import torch
 from ..core.model.teacher import ActionNormalizer, VLATeacher
 from ..core.model.tiny_vla import images_to_uint8_batch
 from ..core.typed_config import to_dict
-from .action_heads import build_action_head
 from .decoder_stack import HFTokenBatch, RoutedKVCache, find_decoder_stack, record_layer_inputs
 from .decoding import DecodingMixin
 from .errors import HFTeacherError, explain_oom
 from .families import FamilySpec
+from .hf_action_heads import build_action_head
 from .options import HFTeacherOptions
 from .processors import TEXT_SIDE_EXCLUDED, image_placeholder, image_token_id, processor_image_size
 
