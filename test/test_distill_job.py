@@ -37,9 +37,9 @@ from actdistill_ros.distill_job import (
 from actdistill_ros.distill_job.config import field_docs, markdown_table
 from actdistill_ros.distill_job.job import train_samples
 from actdistill_ros.ingest import IngestConfig, ingest
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
 
 from core_helpers import TINY
+from demo_bags import DemoTopics, write_demo_bag
 
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = DemoTopics()

@@ -9,7 +9,8 @@ import numpy as np
 from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, ingest
 from actdistill_ros.ingest import bags_to_dataset as pipeline_module
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
+
+from demo_bags import DemoTopics, write_demo_bag
 
 TOPICS = DemoTopics()
 

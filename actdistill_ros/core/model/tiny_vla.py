@@ -22,11 +22,8 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from ..config import TinyVLAConfig
 from ..data.images import resize_rgb
-from .action_heads import RegressionChunkHead, build_action_head
+from .action_heads import build_action_head
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
-
-ChunkActionHead = RegressionChunkHead  # the original name of the regression head
-
 
 MIN_TEXT_TOKENS = 258  # BOS + 256 bytes (or words) + EOS: the shortest limit any TinyVLA has
 log = logging.getLogger(__name__)
