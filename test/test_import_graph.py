@@ -2,6 +2,8 @@
 
 * no import circle between modules, counting imports inside functions too (a lazy import
   that closes a circle still ties the modules together, and fails as soon as the order changes);
+* one file name per idea: two modules share a file name only when they are the same kind of
+  thing for different owners (:data:`SHARED_NAMES` says which, and why);
 * the ROS-free packages never reach rclpy, also when actually imported (the README promises it).
 
 Imports under ``if TYPE_CHECKING:`` do not run and are not edges. Plug-in modules that
@@ -16,10 +18,18 @@ import functools
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "actdistill_ros"
+
+# file names that several modules may share: the same kind of thing, one per owning package
+SHARED_NAMES = {
+    "__init__.py": "a package",
+    "config.py": "a package's own configuration, as its docstring says (core: the model and its training; "
+                 "ingest, sim, distill_job: theirs); the shared machinery is core/typed_config.py",
+}
 
 ROS_FREE = ("core", "ingest", "control", "distill_job", "teachers", "sim", "launching")
 
@@ -202,6 +212,16 @@ def test_the_circle_check_finds_a_circle(tmp_path):
     (package / "b.py").write_text("from .a import one\n")
     assert cycles(import_graph(tmp_path)) == [[f"{PACKAGE}.a.one", f"{PACKAGE}.a.two", f"{PACKAGE}.b",
                                                f"{PACKAGE}.a.one"]]
+
+
+def test_module_file_names_say_what_they_hold():
+    names = Counter(path.name for path in module_files().values())
+    shared = {name for name, count in names.items() if count > 1}
+    unexplained = sorted(shared - set(SHARED_NAMES))
+    where = {name: sorted(str(p.relative_to(ROOT)) for p in module_files().values() if p.name == name)
+             for name in unexplained}
+    assert not unexplained, f"several modules named alike (rename one, or add the name to SHARED_NAMES): {where}"
+    assert set(SHARED_NAMES) <= shared, f"SHARED_NAMES lists names no longer shared: {set(SHARED_NAMES) - shared}"
 
 
 def test_ros_free_packages_never_reach_rclpy():
