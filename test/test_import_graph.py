@@ -1,7 +1,8 @@
 """The package's import structure, read from the source with ``ast`` (nothing is imported):
 
 * no import circle between modules, counting imports inside functions too (a lazy import
-  that closes a circle still ties the modules together, and fails as soon as the order changes);
+  that closes a circle still ties the modules together, and fails as soon as the order changes),
+  nor between packages (the layers of docs/architecture.md);
 * one file name per idea: two modules share a file name only when they are the same kind of
   thing for different owners (:data:`SHARED_NAMES` says which, and why);
 * the ROS-free packages never reach rclpy, also when actually imported (the README promises it).
@@ -195,6 +196,27 @@ def test_no_import_circle():
     found = [f"{' -> '.join(_circle_in(graph, group))} (the group: {', '.join(sorted(group))})"
              for group in tangles(graph)]
     assert not found, "import circles:\n" + "\n".join(found)
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph collapsed to packages: ``actdistill_ros``'s, and ``core``'s one level down."""
+
+    def owner(module: str) -> str:
+        parts = module.split(".")
+        return ".".join(parts[:3] if parts[1:2] == ["core"] else parts[:2])
+
+    collapsed: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        collapsed.setdefault(owner(module), set()).update(owner(t) for t in targets if owner(t) != owner(module))
+    return collapsed
+
+
+def test_no_import_circle_between_packages():
+    """Layers, not just modules: no two packages (core's subpackages counted apart) import each
+    other, not even through different modules (core.model -> core.training -> core.model)."""
+    graph = package_graph(import_graph())
+    found = [" -> ".join(_circle_in(graph, group)) for group in tangles(graph)]
+    assert not found, "packages that import each other:\n" + "\n".join(found)
 
 
 def test_the_circle_check_finds_a_circle(tmp_path):

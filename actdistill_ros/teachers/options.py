@@ -13,7 +13,7 @@ from pydantic import Field
 from ..core.config import ActionHeadConfig
 from ..core.typed_config import ConfigError, Float, Int, config_dataclass, from_dict
 
-CORE_HEADS = ("regression", "tokens", "flow")  # core.action_heads, on top of the final hidden states
+CORE_HEADS = ("regression", "tokens", "flow")  # core.model.action_heads, on top of the final hidden states
 HEAD_TYPES = [*CORE_HEADS, "action_tokens"]  # extended by teachers.hf_action_heads.register_action_head
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
