@@ -33,7 +33,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",
-        "pydantic>=2.5",  # the typed configs (core/config.py), their validation and the node parameters
+        "pydantic>=2.5",  # the typed configs (core/typed_config.py), their validation and the node parameters
         "mujoco>=3.1",
         "num2words>=0.5",  # SmolVLM's processor imports it even for images
     ],

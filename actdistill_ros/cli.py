@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from .core.checkpoint import CheckpointError
-from .core.config import MODEL_PRESETS, ConfigError, TeacherTrainConfig, load_config, to_dict
-from .core.dataset import DatasetError
+from .core.config import MODEL_PRESETS, TeacherTrainConfig
+from .core.data.dataset import DatasetError
+from .core.model.checkpoint import CheckpointError
+from .core.typed_config import ConfigError, load_config, to_dict
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_make_synthetic(args) -> int:
-    from .core.synthetic import make_dataset
+    from .core.data.synthetic import make_dataset
 
     ds = make_dataset(args.episodes, steps=args.steps, image_size=args.image_size, seed=args.seed)
     ds.save(args.out)
@@ -28,7 +29,7 @@ def _cmd_make_synthetic(args) -> int:
 
 
 def _cmd_train_teacher(args) -> int:
-    from .core.pipeline import run_teacher_training
+    from .core.training.runs import run_teacher_training
 
     base = {"model": to_dict(MODEL_PRESETS[args.preset])}
     if args.device:
@@ -72,8 +73,8 @@ def _print_progress(event: dict) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from .core.bench import BenchConfig, benchmark, benchmark_markdown
     from .core.demo import write_bench_outputs
+    from .core.evaluation.bench import BenchConfig, benchmark, benchmark_markdown
 
     cfg = BenchConfig(device=args.device, warmup=args.warmup, latency_iters=args.iters,
                       eval_samples=args.eval_samples, threads=args.threads)
@@ -88,8 +89,8 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .core.bench import BenchConfig, benchmark_markdown
     from .core.demo import run_demo
+    from .core.evaluation.bench import BenchConfig, benchmark_markdown
 
     preset = "quick" if args.quick else args.preset
     result = run_demo(args.out, preset=preset, device=args.device, seed=args.seed,
@@ -113,9 +114,9 @@ def _cmd_sim_demos(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .core.checkpoint import default_student_path, default_teacher_path
+    from .core.model.checkpoint import default_student_path, default_teacher_path
     from .sim_ros.closed_loop import EvalConfig, evaluate, find_baselines
-    from .sim_ros.report import eval_markdown
+    from .sim_ros.eval_report import eval_markdown
 
     episodes = args.episodes if args.episodes is not None else (3 if args.quick else 50)
     cfg = EvalConfig(episodes=episodes, seed=args.seed, tasks=args.tasks, device=args.device,

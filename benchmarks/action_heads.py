@@ -24,8 +24,6 @@ from pathlib import Path
 
 import torch
 
-from actdistill_ros.core.bench import BenchConfig, benchmark, held_out_data
-from actdistill_ros.core.checkpoint import load_teacher
 from actdistill_ros.core.config import (
     MODEL_PRESETS,
     ActionHeadConfig,
@@ -34,11 +32,13 @@ from actdistill_ros.core.config import (
     LossConfig,
     OptimConfig,
     TeacherTrainConfig,
-    to_dict,
 )
-from actdistill_ros.core.flops import component_flops
-from actdistill_ros.core.pipeline import run_distillation, run_teacher_training
-from actdistill_ros.core.synthetic import make_dataset
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark, held_out_data
+from actdistill_ros.core.model.checkpoint import load_teacher
+from actdistill_ros.core.model.flops import component_flops
+from actdistill_ros.core.training.runs import run_distillation, run_teacher_training
+from actdistill_ros.core.typed_config import to_dict
 
 HEADS = ("regression", "tokens", "flow")
 

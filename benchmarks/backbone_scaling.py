@@ -20,9 +20,9 @@ import torch
 
 from actdistill_ros.core.config import RouterConfig, TinyVLAConfig
 from actdistill_ros.core.device import resolve_device, resolve_dtype
-from actdistill_ros.core.flops import count_flops
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.tiny_vla import TinyVLA
+from actdistill_ros.core.model.flops import count_flops
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.model.tiny_vla import TinyVLA
 
 
 def _time(fn, device, warmup: int, iters: int) -> float:

@@ -23,10 +23,13 @@ from pathlib import Path
 
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))  # demo_bags: the synthetic bag writer the tests use
 
 from actdistill_ros.ingest import IngestConfig, decode_image, ingest, open_bag, resize_rgb  # noqa: E402
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag  # noqa: E402
+
+from demo_bags import DemoTopics, write_demo_bag  # noqa: E402
 
 
 def time_reader(bag_path: Path, topic: str, size: tuple[int, int] | None, decode: bool) -> tuple[int, float]:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actdistill_ros.core.checkpoint import default_student_path, default_teacher_path
+from actdistill_ros.core.model.checkpoint import default_student_path, default_teacher_path
 from actdistill_ros.core.progress import progress_bar
 from actdistill_ros.sim.tasks import task_names
 from actdistill_ros.sim_ros.closed_loop import EvalConfig, closed_loop_session, forward_passes, run_episode

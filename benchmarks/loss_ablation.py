@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
-from actdistill_ros.core.bench import BenchConfig, benchmark
-from actdistill_ros.core.config import DistillConfig, GraphConfig, OptimConfig, to_dict
-from actdistill_ros.core.pipeline import run_distillation
+from actdistill_ros.core.config import DistillConfig, GraphConfig, OptimConfig
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
+from actdistill_ros.core.training.runs import run_distillation
+from actdistill_ros.core.typed_config import to_dict
 
 STAGE1_FILES = ("probe_state.pt", "probe_done.json", "probe_metrics.jsonl", "teacher_records.safetensors")
 

@@ -35,10 +35,10 @@ import torch
 from router_diagnostic import run_routes  # benchmarks/ is the script's directory
 from tqdm import tqdm
 
-from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
-from actdistill_ros.core.pipeline import split_dataset
-from actdistill_ros.core.route_stats import route_statistics
-from actdistill_ros.core.training import evaluate, predict
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher, save_student
+from actdistill_ros.core.training.route_stats import route_statistics
+from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.training.stages import evaluate, predict
 
 
 def main() -> int:

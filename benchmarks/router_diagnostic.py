@@ -2,7 +2,7 @@
 
 Takes a distilled student (learned router, after stage 2), freezes its router and fine-tunes the
 backbone with the action head's task loss alone, the recipe and budget of the `static` and `random`
-baselines (core/baselines.py: `finetune_routed`, the student's stage-2 optimiser settings). If the
+baselines (core/training/baselines.py: `finetune_routed`, the student's stage-2 optimiser settings). If the
 held-out error then falls to the baselines' level, the routes were not the problem: the stage-2
 objective was. The router reads the embedded inputs, which the fine-tuning also changes, so the
 executed fraction can drift: it is reported beside the error. ``--freeze-embedding`` keeps every
@@ -43,14 +43,14 @@ from pathlib import Path
 
 import torch
 
-from actdistill_ros.core.baselines import finetune_routed
-from actdistill_ros.core.bench import BenchConfig, benchmark
-from actdistill_ros.core.checkpoint import load_student, load_teacher, save_student
 from actdistill_ros.core.config import OptimConfig
-from actdistill_ros.core.dataset import EpisodeDataset
-from actdistill_ros.core.pipeline import split_dataset
-from actdistill_ros.core.route_stats import route_statistics
-from actdistill_ros.core.training import evaluate, predict
+from actdistill_ros.core.data.dataset import EpisodeDataset
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher, save_student
+from actdistill_ros.core.training.baselines import finetune_routed
+from actdistill_ros.core.training.route_stats import route_statistics
+from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.training.stages import evaluate, predict
 from actdistill_ros.sim.tasks import SUITES, TASKS
 
 AFTER_THE_LAYERS = ("layers", "final_norm", "action_head", "normalizer", "rotary")

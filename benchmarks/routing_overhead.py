@@ -36,9 +36,9 @@ import torch
 
 from actdistill_ros.core.config import RouterConfig, TinyVLAConfig
 from actdistill_ros.core.device import resolve_device, resolve_dtype
-from actdistill_ros.core.route_exec import Execution, RouteExecutor
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.tiny_vla import TinyVLA
+from actdistill_ros.core.model.route_exec import Execution, RouteExecutor
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.model.tiny_vla import TinyVLA
 
 SHAPES = {  # hidden, layers, heads, intermediate, image, patch
     "shipped": (128, 6, 4, 256, 64, 8),

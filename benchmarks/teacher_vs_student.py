@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from actdistill_ros.cli import main as cli_main
-from actdistill_ros.core.checkpoint import default_student_path, default_teacher_path, load_teacher
-from actdistill_ros.core.synthetic import make_dataset
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.model.checkpoint import default_student_path, default_teacher_path, load_teacher
 
 
 def main() -> int:

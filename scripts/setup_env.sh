@@ -110,7 +110,7 @@ verify() {
   (cd / && "$PY" - <<'EOF'
 import importlib.metadata as md
 import actdistill_ros
-import actdistill_ros.core.dataset  # noqa: F401  (hand-written half)
+import actdistill_ros.core.data.dataset  # noqa: F401  (hand-written half)
 import rclpy  # noqa: F401
 import rclpy.lifecycle  # noqa: F401  (the policy node is a managed node)
 import torch

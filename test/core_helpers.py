@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from actdistill_ros.core.config import RouterConfig, TinyVLAConfig
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.tiny_vla import TinyVLA
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.model.tiny_vla import TinyVLA
 
 TINY = TinyVLAConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=4, num_heads=2,
                      intermediate_size=64, max_text_tokens=24, chunk_size=2)

@@ -61,10 +61,10 @@ def make_tiny_checkpoint(
 
     import torch
 
-    from actdistill_ros.core.checkpoint import save_student
     from actdistill_ros.core.config import MODEL_PRESETS, RouterConfig
-    from actdistill_ros.core.student import RoutedStudent
-    from actdistill_ros.core.tiny_vla import TinyVLA
+    from actdistill_ros.core.model.checkpoint import save_student
+    from actdistill_ros.core.model.student import RoutedStudent
+    from actdistill_ros.core.model.tiny_vla import TinyVLA
 
     cfg = MODEL_PRESETS[preset]
     if chunk_size is not None:

@@ -11,8 +11,17 @@ import torch
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-from actdistill_ros.core.action_heads import FlowMatchingHead, RegressionChunkHead, TokenActionHead
-from actdistill_ros.core.checkpoint import (
+from actdistill_ros.core.config import (
+    ActionHeadConfig,
+    DistillConfig,
+    GraphConfig,
+    OptimConfig,
+    RouterConfig,
+    TinyVLAConfig,
+)
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.model.action_heads import FlowMatchingHead, RegressionChunkHead, TokenActionHead
+from actdistill_ros.core.model.checkpoint import (
     default_student_path,
     default_teacher_path,
     load_student,
@@ -20,22 +29,12 @@ from actdistill_ros.core.checkpoint import (
     save_student,
     save_teacher,
 )
-from actdistill_ros.core.config import (
-    ActionHeadConfig,
-    ConfigError,
-    DistillConfig,
-    GraphConfig,
-    OptimConfig,
-    RouterConfig,
-    TinyVLAConfig,
-    from_dict,
-)
-from actdistill_ros.core.graph import LayerProbes
-from actdistill_ros.core.loop import epoch_order
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.synthetic import make_dataset
-from actdistill_ros.core.tiny_vla import TinyVLA
-from actdistill_ros.core.training import build_tensor_data, distill_student, record_teacher, train_teacher
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.model.tiny_vla import TinyVLA
+from actdistill_ros.core.training.loop import epoch_order
+from actdistill_ros.core.training.stages import build_tensor_data, distill_student, record_teacher, train_teacher
+from actdistill_ros.core.typed_config import ConfigError, from_dict
 
 from core_helpers import TINY, tiny_inputs
 

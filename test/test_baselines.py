@@ -12,19 +12,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actdistill_ros.core.baselines import (
+from actdistill_ros.core.config import OptimConfig, RouterConfig
+from actdistill_ros.core.data.dataset import EpisodeDataset
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher
+from actdistill_ros.core.policy import load_policy
+from actdistill_ros.core.training.baselines import (
     finetune_routed,
     fixed_route_student,
     greedy_layer_selection,
     random_route_student,
 )
-from actdistill_ros.core.checkpoint import load_student, load_teacher
-from actdistill_ros.core.config import ConfigError, OptimConfig, RouterConfig
-from actdistill_ros.core.dataset import EpisodeDataset
-from actdistill_ros.core.loop import batches_per_epoch
-from actdistill_ros.core.pipeline import baseline_layer_count
-from actdistill_ros.core.policies import load_policy
-from actdistill_ros.core.training import build_tensor_data, evaluate
+from actdistill_ros.core.training.loop import batches_per_epoch
+from actdistill_ros.core.training.runs import baseline_layer_count
+from actdistill_ros.core.training.stages import build_tensor_data, evaluate
+from actdistill_ros.core.typed_config import ConfigError
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.distill_job.job import train_samples
 from actdistill_ros.distill_job.report import baseline_verdict

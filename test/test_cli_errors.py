@@ -7,7 +7,8 @@ import pytest
 
 from actdistill_ros.cli import main
 from actdistill_ros.distill_job import load_distill_job_config
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
+
+from demo_bags import DemoTopics, write_demo_bag
 
 TOPICS = DemoTopics()
 

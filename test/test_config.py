@@ -1,4 +1,4 @@
-"""The typed configs (core/config.py, pydantic dataclasses): values take the field's type, text stays
+"""The typed configs (core/typed_config.py, pydantic dataclasses): values take the field's type, text stays
 text, every problem is one line naming the key, and the dataclass API (replace, asdict) still works."""
 
 from __future__ import annotations
@@ -7,16 +7,8 @@ import dataclasses
 
 import pytest
 
-from actdistill_ros.core.config import (
-    ConfigError,
-    DistillConfig,
-    OptimConfig,
-    TeacherTrainConfig,
-    TinyVLAConfig,
-    from_dict,
-    load_config,
-    to_dict,
-)
+from actdistill_ros.core.config import DistillConfig, OptimConfig, TeacherTrainConfig, TinyVLAConfig
+from actdistill_ros.core.typed_config import ConfigError, from_dict, load_config, to_dict
 from actdistill_ros.distill_job import load_distill_job_config
 from actdistill_ros.sim.config import SimConfig
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from actdistill_ros.core.augment import batch_generator, random_shift
-from actdistill_ros.core.config import ConfigError, TeacherTrainConfig, from_dict, to_dict
+from actdistill_ros.core.config import TeacherTrainConfig
+from actdistill_ros.core.training.augment import batch_generator, random_shift
+from actdistill_ros.core.typed_config import ConfigError, from_dict, to_dict
 
 from core_helpers import TINY
 

@@ -4,20 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from actdistill_ros.core.config import (
-    ConfigError,
-    DistillConfig,
-    GraphConfig,
-    LossConfig,
-    OptimConfig,
-    RouterConfig,
-)
-from actdistill_ros.core.dataset import Episode, EpisodeDataset
-from actdistill_ros.core.graph import LayerProbes
-from actdistill_ros.core.route_stats import route_statistics, routing_warnings
-from actdistill_ros.core.router import Router, budget_offset, hard_decisions
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.training import build_tensor_data, calibrate_router, distill_student, record_teacher
+from actdistill_ros.core.config import DistillConfig, GraphConfig, LossConfig, OptimConfig, RouterConfig
+from actdistill_ros.core.data.dataset import Episode, EpisodeDataset
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.router import Router, budget_offset, hard_decisions
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.training.route_stats import route_statistics, routing_warnings
+from actdistill_ros.core.training.stages import build_tensor_data, calibrate_router, distill_student, record_teacher
+from actdistill_ros.core.typed_config import ConfigError
 
 from core_helpers import TINY, tiny_inputs, tiny_student, tiny_teacher
 

@@ -1,5 +1,6 @@
 """Export/load: bit-exact round trip, nothing training-only exported, clear errors."""
 
+import inspect
 import json
 
 import numpy as np
@@ -7,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from actdistill_ros.core.checkpoint import (
+from actdistill_ros.core.model.checkpoint import (
     CheckpointError,
     load_student,
     load_teacher,
     save_student,
     save_teacher,
 )
-from actdistill_ros.core.policy import RoutedPolicy
+from actdistill_ros.core.policy import Policy, RoutedPolicy, TeacherPolicy, load_policy
 
 from core_helpers import tiny_inputs, tiny_student, tiny_teacher
 
@@ -110,3 +111,20 @@ def test_policy_api_returns_physical_actions_and_costs(tmp_path):
         RoutedPolicy.load(tmp_path / "s", device="tpu")
     with pytest.raises(ValueError, match="only supported on CUDA"):
         RoutedPolicy.load(tmp_path / "s", device="cpu", dtype="float16")
+
+
+def test_both_checkpoint_kinds_run_behind_the_policy_protocol(tmp_path):
+    save_student(tiny_student(), tmp_path / "s")
+    save_teacher(tiny_teacher(), tmp_path / "t")
+    student, teacher = load_policy(tmp_path / "s", device="cpu"), load_policy(tmp_path / "t", device="cpu")
+    assert type(student) is RoutedPolicy and type(teacher) is TeacherPolicy
+    members = [name for name in dir(Policy) if not name.startswith("_")]
+    assert {"act", "warmup", "set_budget", "check_instruction", "image_size", "chunk_size"} <= set(members)
+    for policy in (student, teacher):
+        assert isinstance(policy, Policy)
+        for name in members:  # same signatures as the protocol, not just the same names
+            declared = getattr(Policy, name)
+            if callable(declared):
+                assert inspect.signature(getattr(type(policy), name)) == inspect.signature(declared), name
+        out = policy.act(np.zeros((32, 32, 3), np.uint8), "move to the red cube")
+        assert out.actions.shape == (policy.chunk_size, 7) and out.layers_total == policy.layers_total

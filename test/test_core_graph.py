@@ -3,7 +3,7 @@
 import torch
 
 from actdistill_ros.core.config import GraphConfig
-from actdistill_ros.core.graph import GraphEncapsulation, LayerProbes, knn_edge_prior
+from actdistill_ros.core.model.graph import GraphEncapsulation, LayerProbes, knn_edge_prior
 
 
 def test_knn_prior_keeps_k_normalised_neighbours_without_self_loops_or_padding():

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from actdistill_ros.core.images import (
+from actdistill_ros.core.data.images import (
     ImageDecodeError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,

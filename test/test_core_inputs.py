@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from actdistill_ros.core.config import ConfigError, DistillConfig, TinyVLAConfig, from_dict, load_config
-from actdistill_ros.core.dataset import DatasetError, Episode, EpisodeDataset
+from actdistill_ros.core.config import DistillConfig, TinyVLAConfig
+from actdistill_ros.core.data.dataset import DatasetError, Episode, EpisodeDataset
+from actdistill_ros.core.typed_config import ConfigError, from_dict, load_config
 
 from core_helpers import tiny_teacher
 

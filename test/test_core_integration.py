@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import DistillConfig, GraphConfig, LossConfig, OptimConfig, TeacherTrainConfig
-from actdistill_ros.core.pipeline import run_distillation, run_teacher_training
+from actdistill_ros.core.data.synthetic import make_dataset
 from actdistill_ros.core.policy import RoutedPolicy
-from actdistill_ros.core.synthetic import make_dataset
-from actdistill_ros.core.training import StaleRunError
+from actdistill_ros.core.training.runs import run_distillation, run_teacher_training
+from actdistill_ros.core.training.stages import StaleRunError
 
 from core_helpers import TINY
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import OptimConfig
-from actdistill_ros.core.loop import batches_per_epoch, epoch_order, run_loop
+from actdistill_ros.core.training.loop import batches_per_epoch, epoch_order, run_loop
 
 
 def _problem(seed=0, device="cpu"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import LossConfig
-from actdistill_ros.core.losses import (
+from actdistill_ros.core.training.losses import (
     action_terms,
     balance_loss,
     budget_loss,

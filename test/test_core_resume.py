@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from actdistill_ros.core.checkpoint import load_teacher, save_teacher
 from actdistill_ros.core.config import DistillConfig, GraphConfig, OptimConfig, TeacherTrainConfig
-from actdistill_ros.core.pipeline import run_baselines, run_distillation, run_teacher_training
-from actdistill_ros.core.synthetic import make_dataset
-from actdistill_ros.core.training import StaleRunError
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
+from actdistill_ros.core.training.runs import run_baselines, run_distillation, run_teacher_training
+from actdistill_ros.core.training.stages import StaleRunError
 
 from core_helpers import TINY
 

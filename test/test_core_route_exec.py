@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from actdistill_ros.core.route_exec import Execution, RouteExecutor, group_routes
-from actdistill_ros.core.router import hard_decisions, top_layers_mask
+from actdistill_ros.core.model.route_exec import Execution, RouteExecutor, group_routes
+from actdistill_ros.core.model.router import hard_decisions, top_layers_mask
 
 from core_helpers import tiny_inputs, tiny_student
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from actdistill_ros.core.flops import component_flops, count_flops, layer_share
-from actdistill_ros.core.router import hard_decisions, straight_through_gates
+from actdistill_ros.core.model.flops import component_flops, count_flops, layer_share
+from actdistill_ros.core.model.router import hard_decisions, straight_through_gates
 
 from core_helpers import tiny_inputs, tiny_student
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from actdistill_ros.core.checkpoint import load_teacher, save_teacher
-from actdistill_ros.core.config import ConfigError, TinyVLAConfig, from_dict
-from actdistill_ros.core.tiny_vla import MIN_TEXT_TOKENS, ByteTokenizer, HashWordTokenizer, TinyVLA
+from actdistill_ros.core.config import TinyVLAConfig
+from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
+from actdistill_ros.core.model.tiny_vla import MIN_TEXT_TOKENS, ByteTokenizer, HashWordTokenizer, TinyVLA
+from actdistill_ros.core.typed_config import ConfigError, from_dict
 
 from core_helpers import TINY
 

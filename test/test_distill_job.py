@@ -21,11 +21,12 @@ import pytest
 import yaml
 from safetensors.torch import load_file, save_file
 
-from actdistill_ros.core.checkpoint import save_student
-from actdistill_ros.core.config import ConfigError, OptimConfig, TeacherTrainConfig, to_dict
-from actdistill_ros.core.loop import batches_per_epoch
-from actdistill_ros.core.pipeline import run_teacher_training
+from actdistill_ros.core.config import OptimConfig, TeacherTrainConfig
+from actdistill_ros.core.model.checkpoint import save_student
 from actdistill_ros.core.policy import RoutedPolicy
+from actdistill_ros.core.training.loop import batches_per_epoch
+from actdistill_ros.core.training.runs import run_teacher_training
+from actdistill_ros.core.typed_config import ConfigError, to_dict
 from actdistill_ros.distill_job import (
     DistillJobConfig,
     DistillJobError,
@@ -36,9 +37,9 @@ from actdistill_ros.distill_job import (
 from actdistill_ros.distill_job.config import field_docs, markdown_table
 from actdistill_ros.distill_job.job import train_samples
 from actdistill_ros.ingest import IngestConfig, ingest
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
 
 from core_helpers import TINY
+from demo_bags import DemoTopics, write_demo_bag
 
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = DemoTopics()

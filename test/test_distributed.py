@@ -15,7 +15,6 @@ import torch
 import torch.multiprocessing as mp
 
 from actdistill_ros.core.config import (
-    ConfigError,
     DistillConfig,
     DistributedConfig,
     GraphConfig,
@@ -23,12 +22,19 @@ from actdistill_ros.core.config import (
     OptimConfig,
     RouterConfig,
 )
-from actdistill_ros.core.distributed import World, init_world
-from actdistill_ros.core.graph import LayerProbes
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.synthetic import make_dataset
-from actdistill_ros.core.tiny_vla import TinyVLA
-from actdistill_ros.core.training import TensorData, build_tensor_data, distill_student, record_teacher, train_probes
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.model.tiny_vla import TinyVLA
+from actdistill_ros.core.training.parallel import World, init_world
+from actdistill_ros.core.training.stages import (
+    TensorData,
+    build_tensor_data,
+    distill_student,
+    record_teacher,
+    train_probes,
+)
+from actdistill_ros.core.typed_config import ConfigError
 
 from core_helpers import TINY
 
@@ -138,7 +144,9 @@ def problem(tmp_path_factory):
 def _spawn(world_size: int, tmp: Path) -> None:
     # forkserver: one fresh process imports torch/transformers once, the ranks fork from it
     # (no fork of this multi-threaded pytest process, no import per rank)
-    mp.set_forkserver_preload(["actdistill_ros.core.training", "actdistill_ros.core.tiny_vla", "test_distributed"])
+    mp.set_forkserver_preload(
+        ["actdistill_ros.core.training.stages", "actdistill_ros.core.model.tiny_vla", "test_distributed"]
+    )
     ctx = mp.start_processes(
         _worker, args=(world_size, free_port(), str(tmp)), nprocs=world_size, join=False, start_method="forkserver"
     )
@@ -225,7 +233,7 @@ def test_a_process_group_that_never_forms_times_out_instead_of_hanging(tmp_path)
     """Rank 0 of 2 alone: joining must fail after distributed.timeout_s, not wait forever."""
     code = (
         "from actdistill_ros.core.config import DistributedConfig\n"
-        "from actdistill_ros.core.distributed import init_world\n"
+        "from actdistill_ros.core.training.parallel import init_world\n"
         "init_world(DistributedConfig(strategy='ddp', timeout_s=1))\n"
     )
     env = {

@@ -11,16 +11,16 @@ import json
 import pytest
 import torch
 
-from actdistill_ros.core.checkpoint import load_student, load_teacher, read_checkpoint_info
 from actdistill_ros.core.config import DistillConfig, GraphConfig, OptimConfig, RouterConfig
-from actdistill_ros.core.flops import count_flops
-from actdistill_ros.core.pipeline import run_distillation
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher, read_checkpoint_info
+from actdistill_ros.core.model.flops import count_flops
 from actdistill_ros.core.policy import RoutedPolicy
-from actdistill_ros.core.synthetic import make_dataset
-from actdistill_ros.core.training import StaleRunError
+from actdistill_ros.core.training.runs import run_distillation
+from actdistill_ros.core.training.stages import StaleRunError
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.teachers import HFTeacherOptions
-from actdistill_ros.teachers.pipeline import prepare_hf_teacher
+from actdistill_ros.teachers.teacher_stage import prepare_hf_teacher
 
 from hf_tiny_models import random_images, tiny_model_dir
 

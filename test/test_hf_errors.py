@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from actdistill_ros.core.config import ConfigError, OptimConfig
-from actdistill_ros.core.training import TensorData, train_teacher
+from actdistill_ros.core.config import OptimConfig
+from actdistill_ros.core.training.stages import TensorData, train_teacher
+from actdistill_ros.core.typed_config import ConfigError
 from actdistill_ros.distill_job import DistillJobError, check_teacher, config_from_mapping
 from actdistill_ros.teachers import (
     HFTeacherError,
@@ -160,7 +161,7 @@ def test_distill_job_config_checks_the_teacher_directory(llava_copy, tmp_path):
 
 
 def test_out_of_memory_in_the_job_is_a_job_error_with_advice(tmp_path, monkeypatch):
-    from actdistill_ros.core.synthetic import make_dataset
+    from actdistill_ros.core.data.synthetic import make_dataset
     from actdistill_ros.distill_job import run_distill_job
     from actdistill_ros.teachers.hf_teacher import HFVLATeacher
 
@@ -199,9 +200,9 @@ def test_a_truncated_model_file_is_one_checkpoint_error_naming_it(llava_copy):
 @pytest.mark.parametrize("damaged", ["hf/model.safetensors", "model.safetensors"])
 def test_a_truncated_student_file_is_one_checkpoint_error_naming_it(llava_copy, tmp_path, damaged):
     """An exported transformers student: its own weights and the VLM's in ``hf/``."""
-    from actdistill_ros.core.checkpoint import CheckpointError, load_student, save_student
     from actdistill_ros.core.config import RouterConfig
-    from actdistill_ros.core.student import RoutedStudent
+    from actdistill_ros.core.model.checkpoint import CheckpointError, load_student, save_student
+    from actdistill_ros.core.model.student import RoutedStudent
 
     student = RoutedStudent.from_teacher(load_hf_teacher(llava_copy), RouterConfig(router_dim=8))
     directory = save_student(student, tmp_path / "student")

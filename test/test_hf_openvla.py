@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import RouterConfig
+from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.policy import RoutedPolicy
-from actdistill_ros.core.student import RoutedStudent
 from actdistill_ros.teachers import HFTeacherError, HFTeacherOptions, load_hf_teacher
 from actdistill_ros.teachers.openvla import (
     ActionTokenizer,
@@ -136,7 +136,7 @@ def test_teacher_forced_action_token_loss_reaches_the_decoder_stack(teacher):
 
 
 def test_policy_returns_openvla_denormalised_actions(teacher, tmp_path):
-    from actdistill_ros.core.checkpoint import load_student, save_student
+    from actdistill_ros.core.model.checkpoint import load_student, save_student
 
     student = RoutedStudent.from_teacher(teacher, RouterConfig(router_dim=8)).eval()
     save_student(student, tmp_path / "student")
@@ -161,7 +161,7 @@ def test_statistics_are_required_for_the_action_token_head(tmp_path):
 def test_openvla_style_remote_code_model_patches_after_bos(tmp_path):
     """OpenVLA checkpoints are Prismatic remote code: no image token, patches inserted after BOS by the
     model. A tiny model of that layout, loaded with trust_remote_code, exported and loaded back."""
-    from actdistill_ros.core.checkpoint import load_student, save_student
+    from actdistill_ros.core.model.checkpoint import load_student, save_student
 
     from hf_tiny_models import save_tiny_prismatic
 

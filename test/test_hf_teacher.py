@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from actdistill_ros.core.config import RouterConfig
-from actdistill_ros.core.student import RoutedStudent
+from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.teachers import HFTeacherOptions, load_hf_teacher
 from actdistill_ros.teachers.decoder_stack import RoutedKVCache
 
@@ -126,7 +126,7 @@ def test_prepare_rejects_bad_input(teacher):
 
 def test_lora_and_frozen_vision_touch_only_the_language_models_layers():
     from actdistill_ros.core.config import MemoryConfig
-    from actdistill_ros.core.memory import apply_memory_options, merge_lora
+    from actdistill_ros.core.training.memory import apply_memory_options, merge_lora
 
     teacher = load_hf_teacher(tiny_model_dir("llava"))
     keys = set(teacher.state_dict())

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, ingest, open_bag
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
 
+from demo_bags import DemoTopics, write_demo_bag
 from policy_node_helpers import make_tiny_checkpoint, unique_namespace
 
 TOPICS = DemoTopics()

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, ingest
-from actdistill_ros.ingest.synthetic import DemoTopics, frame_of, scene_rgb, write_demo_bag
+
+from demo_bags import DemoTopics, frame_of, scene_rgb, write_demo_bag
 
 TOPICS = DemoTopics()
 DT_NS = 100_000_000  # 10 Hz control

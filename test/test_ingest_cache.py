@@ -6,10 +6,11 @@ import os
 
 import numpy as np
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, ingest
-from actdistill_ros.ingest import pipeline as pipeline_module
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
+from actdistill_ros.ingest import bags_to_dataset as pipeline_module
+
+from demo_bags import DemoTopics, write_demo_bag
 
 TOPICS = DemoTopics()
 

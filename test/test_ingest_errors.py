@@ -7,9 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from actdistill_ros.core.dataset import EpisodeDataset
+from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.ingest import IngestConfig, IngestError, ingest
-from actdistill_ros.ingest.synthetic import DemoTopics, write_demo_bag
+
+from demo_bags import DemoTopics, write_demo_bag
 
 TOPICS = DemoTopics()
 
@@ -175,7 +176,7 @@ def test_an_empty_result_shows_each_streams_time_range_and_clock(tmp_path):
 def test_a_topic_of_an_unparseable_type_does_not_stop_the_wanted_ones(tmp_path, storage):
     """rosbag2 stores service events with the raw .srv text as their definition, which rosbags
     cannot parse: the bag is still read, with the same result as without those events."""
-    from actdistill_ros.ingest.synthetic import SERVICE_EVENT_TOPIC
+    from demo_bags import SERVICE_EVENT_TOPIC
 
     write_demo_bag(tmp_path / "with_events", storage, num_frames=20, service_events=3)
     write_demo_bag(tmp_path / "plain", storage, num_frames=20)

@@ -5,20 +5,13 @@ teacher, and out-of-memory errors that say what to change."""
 import pytest
 import torch
 
-from actdistill_ros.core.checkpoint import load_teacher, save_teacher
-from actdistill_ros.core.config import (
-    ConfigError,
-    DistillConfig,
-    GraphConfig,
-    LossConfig,
-    MemoryConfig,
-    OptimConfig,
-    RouterConfig,
-    from_dict,
-)
-from actdistill_ros.core.graph import LayerProbes
-from actdistill_ros.core.loop import run_loop
-from actdistill_ros.core.memory import (
+from actdistill_ros.core.config import DistillConfig, GraphConfig, LossConfig, MemoryConfig, OptimConfig, RouterConfig
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.model.checkpoint import load_teacher, save_teacher
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.training.loop import run_loop
+from actdistill_ros.core.training.memory import (
     TrainingOutOfMemoryError,
     add_lora,
     apply_memory_options,
@@ -26,16 +19,15 @@ from actdistill_ros.core.memory import (
     merge_lora,
     out_of_memory_advice,
 )
-from actdistill_ros.core.pipeline import run_distillation
-from actdistill_ros.core.student import RoutedStudent
-from actdistill_ros.core.synthetic import make_dataset
-from actdistill_ros.core.training import (
+from actdistill_ros.core.training.runs import run_distillation
+from actdistill_ros.core.training.stages import (
     TeacherRecords,
     build_tensor_data,
     distill_student,
     record_teacher,
     restore_student,
 )
+from actdistill_ros.core.typed_config import ConfigError, from_dict
 
 from core_helpers import TINY, tiny_inputs, tiny_teacher
 

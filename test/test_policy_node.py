@@ -583,7 +583,7 @@ def test_every_stop_is_logged_with_the_right_first_reason(running):
 def test_params_file_start_and_clean_shutdown(checkpoint, domain_id, log_dir):
     """config/policy.yaml (``/**`` + nested ``limits:``) loads under a namespace; Ctrl-C exits 0.
     Uses the shipped default student when the package has one, else the test's."""
-    from actdistill_ros.core.checkpoint import default_student_path
+    from actdistill_ros.core.model.checkpoint import default_student_path
 
     params = {"warmup_iterations": 0}
     if not (default_student_path() / "config.json").is_file():

@@ -8,11 +8,11 @@ import re
 
 import torch
 
-from actdistill_ros.core.bench import BenchConfig, benchmark
-from actdistill_ros.core.checkpoint import default_student_path, default_teacher_path
 from actdistill_ros.core.config import OptimConfig
-from actdistill_ros.core.loop import run_loop
-from actdistill_ros.core.synthetic import make_dataset
+from actdistill_ros.core.data.synthetic import make_dataset
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
+from actdistill_ros.core.model.checkpoint import default_student_path, default_teacher_path
+from actdistill_ros.core.training.loop import run_loop
 
 # "name:  40%|####      | 6/15 [00:01<00:02,  4.2step/s]": count, elapsed<ETA, rate
 BAR = r"{name}: +\d+%\|.*\| {done}/{total} \[\d\d:\d\d<\d\d:\d\d, +[\d.?]+ ?{unit}/s"

@@ -123,7 +123,7 @@ def test_reset_mid_episode_and_unknown_task(sim_group):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp_path, storage):
-    from actdistill_ros.core.dataset import EpisodeDataset
+    from actdistill_ros.core.data.dataset import EpisodeDataset
     from actdistill_ros.distill_job import config_from_mapping
     from actdistill_ros.ingest import ingest
     from actdistill_ros.sim_ros.main_job import PRESETS, distill_job_mapping
@@ -160,7 +160,7 @@ def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp
 
 
 def test_shipped_student_drives_the_sim_in_closed_loop(tmp_path, capsys):
-    from actdistill_ros.core.checkpoint import default_student_path
+    from actdistill_ros.core.model.checkpoint import default_student_path
     from actdistill_ros.sim_ros.closed_loop import EvalConfig, evaluate_checkpoint
 
     cfg = EvalConfig(episodes=2, tasks="reach_red", real_time_factor=2.0, device="cpu")
@@ -195,7 +195,7 @@ def test_forward_passes_counts_each_pass_once():
 def test_latency_budget_in_the_closed_loop(tmp_path):
     """EvalConfig.latency_budget_ms reaches the node: with a budget no pass can keep (1 us) every
     pass is a miss and the node cuts its layer cap to one layer while it drives the arm."""
-    from actdistill_ros.core.checkpoint import default_student_path
+    from actdistill_ros.core.model.checkpoint import default_student_path
     from actdistill_ros.sim_ros.closed_loop import EvalConfig, closed_loop_session, forward_passes, run_episode
 
     cfg = EvalConfig(tasks="reach_red", real_time_factor=2.0, device="cpu", latency_budget_ms=0.001, node_threads=1)
@@ -211,7 +211,7 @@ def test_latency_budget_in_the_closed_loop(tmp_path):
 
 
 def test_handoff_teleop_autonomy_override(tmp_path):
-    from actdistill_ros.core.checkpoint import default_student_path
+    from actdistill_ros.core.model.checkpoint import default_student_path
     from actdistill_ros.sim_ros.closed_loop import EvalConfig, handoff_scenario
 
     result = handoff_scenario(default_student_path(), EvalConfig(tasks="reach_green", device="cpu"), tmp_path / "logs")

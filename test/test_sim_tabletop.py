@@ -14,7 +14,7 @@ import pytest
 if importlib.util.find_spec("mujoco") is None:  # not importorskip: mujoco must not be imported before MUJOCO_GL is set
     pytest.skip("mujoco is not installed", allow_module_level=True)
 
-from actdistill_ros.core.config import ConfigError  # noqa: E402
+from actdistill_ros.core.typed_config import ConfigError  # noqa: E402
 from actdistill_ros.sim.config import SimConfig  # noqa: E402
 from actdistill_ros.sim.expert import ScriptedExpert  # noqa: E402
 from actdistill_ros.sim.tabletop import TabletopSim  # noqa: E402

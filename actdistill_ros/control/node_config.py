@@ -23,7 +23,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from actdistill_ros.control.handoff import Mode
 from actdistill_ros.control.safety import CommandFilterConfig, SafetyLimits, WorkspaceBox
-from actdistill_ros.core.config import ConfigError, Float, Int, field_range, problems, unflatten
+from actdistill_ros.core.typed_config import ConfigError, Float, Int, field_range, problems, unflatten
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 COMMAND_TIMINGS = ("timer", "prediction")

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .bench import BenchConfig, benchmark, benchmark_markdown
 from .config import (
     MODEL_PRESETS,
     DistillConfig,
@@ -18,10 +17,11 @@ from .config import (
     TeacherTrainConfig,
     TinyVLAConfig,
 )
-from .dataset import EpisodeDataset
-from .pipeline import run_distillation, run_teacher_training
-from .plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
-from .synthetic import make_dataset
+from .data.dataset import EpisodeDataset
+from .data.synthetic import make_dataset
+from .evaluation.bench import BenchConfig, benchmark, benchmark_markdown
+from .evaluation.plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
+from .training.runs import run_distillation, run_teacher_training
 
 
 @dataclass

@@ -22,12 +22,11 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from ..core.config import (
+from ..core.config import DistillConfig, TeacherTrainConfig
+from ..core.typed_config import (
     ConfigError,
-    DistillConfig,
     Float,
     Int,
-    TeacherTrainConfig,
     config_dataclass,
     deep_merge,
     flatten,

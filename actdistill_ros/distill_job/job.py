@@ -5,14 +5,14 @@ Output directory layout::
     dataset/            the ingested EpisodeDataset + ingest_summary.json (reused while the bags
                         and the ingest settings are unchanged)
     teacher/            with train_teacher: the trained teacher checkpoint; with a transformers model
-                        directory as teacher: that model + its action head (see teachers/pipeline.py)
+                        directory as teacher: that model + its action head (see teachers/teacher_stage.py)
     runs/               resumable stage state: <stage>_state.pt, <stage>_metrics.jsonl,
                         <stage>_done.json, teacher_records.safetensors, job.json
     student/            the exported student (config.json + model.safetensors)
     report.json, report.md, plots/*.png
 
 Resuming: a rerun with the same ``output_dir`` skips finished stages and continues an
-interrupted one from its last checkpoint (see ``core/loop.py``). ``runs/job.json`` records what
+interrupted one from its last checkpoint (see ``core/training/loop.py``). ``runs/job.json`` records what
 the run was started with (dataset, teacher weights' sha256, training settings); a rerun with
 different ones is an error naming what changed instead of silently mixing two runs (``restart:
 true`` starts over). Nothing already computed is deleted on an error:
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.checkpoint import (
+from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
+from ..core.model.checkpoint import (
     STUDENT_FORMAT,
     TEACHER_FORMAT,
     CheckpointError,
@@ -44,11 +45,10 @@ from ..core.checkpoint import (
     load_teacher,
     weights_sha256,
 )
-from ..core.config import ConfigError, flatten, to_dict
-from ..core.dataset import DatasetError, Episode, EpisodeDataset
-from ..core.loop import batches_per_epoch
-from ..core.pipeline import run_distillation, run_teacher_training
-from ..core.training import RESTART_HINT, write_json_atomic
+from ..core.training.loop import batches_per_epoch
+from ..core.training.runs import run_distillation, run_teacher_training
+from ..core.training.stages import RESTART_HINT, write_json_atomic
+from ..core.typed_config import ConfigError, flatten, to_dict
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest
 from .config import DistillJobConfig
 
@@ -445,7 +445,7 @@ class _Job:
 
     def hf_teacher_stage(self, dataset_dir: Path, model_dir: Path) -> bool:
         """Transformers model + action head -> out/teacher (a new head is fitted first); True when done."""
-        from ..teachers.pipeline import prepare_hf_teacher
+        from ..teachers.teacher_stage import prepare_hf_teacher
 
         started = time.monotonic()
         if (self.runs / "teacher_done.json").is_file() and (self.out / "teacher" / "config.json").is_file():
@@ -524,7 +524,7 @@ class _Job:
 
     def baselines(self, dataset_dir: Path, teacher_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
         """Fixed and random routes at the student's layer count, stage 2's budget each."""
-        from ..core.pipeline import baseline_layer_count, run_baselines
+        from ..core.training.runs import baseline_layer_count, run_baselines
 
         started = time.monotonic()
         dcfg = self.distill_cfg

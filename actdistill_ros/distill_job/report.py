@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core.bench import BenchConfig, benchmark, benchmark_markdown
-from ..core.plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
+from ..core.evaluation.bench import BenchConfig, benchmark, benchmark_markdown
+from ..core.evaluation.plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
 from .config import DistillJobConfig
 
 REPORT_JSON = "report.json"
@@ -32,7 +32,7 @@ SUMMARY_KEYS = ("bags_used", "bags_without_episodes", "skipped_bags", "episodes"
 
 def plot_dataset_summary(summary: dict[str, Any], path: str | Path) -> Path:
     """Steps per episode (coloured by source bag) and how many bags were used / skipped."""
-    from ..core import plots  # Agg backend set there
+    from ..core.evaluation import plots  # Agg backend set there
 
     plt = plots.plt
     details = summary.get("episode_details", [])

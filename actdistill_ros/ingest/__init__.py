@@ -8,9 +8,9 @@ Reads rosbag2 (sqlite3, mcap) and ROS 1 bags with ``rosbags``; no rclpy import. 
     result.dataset_dir, result.summary
 """
 
+from .bag_images import decode_image, resize_rgb
+from .bags_to_dataset import INGEST_VERSION, IngestProgress, IngestResult, ProgressCallback, cache_key, ingest
 from .config import ACTION_SOURCES, IngestConfig, IngestError
-from .images import decode_image, resize_rgb
-from .pipeline import INGEST_VERSION, IngestProgress, IngestResult, ProgressCallback, cache_key, ingest
 from .reader import find_bags, open_bag
 from .summary import SUMMARY_FILE
 

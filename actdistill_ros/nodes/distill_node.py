@@ -43,7 +43,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from actdistill_ros.core.config import ConfigError, unflatten
+from actdistill_ros.core.typed_config import ConfigError, unflatten
 from actdistill_ros.distill_job import USER_ERRORS, DistillJobConfig, config_from_mapping, run_distill_job
 from actdistill_ros.distill_job.config import field_docs
 from actdistill_ros.nodes.parameters import field_descriptor

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from actdistill_ros.core.config import field_range
+from actdistill_ros.core.typed_config import field_range
 
 
 def descriptor(description: str, default: Any, bounds: tuple[float, float] | None, *, read_only: bool = False,

@@ -123,7 +123,7 @@ from actdistill_ros.control.tick import (
     gripper_override,
     twist_override,
 )
-from actdistill_ros.core.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
+from actdistill_ros.core.data.images import ImageDecodeError, compressed_msg_to_rgb, image_msg_to_rgb
 from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
@@ -359,8 +359,8 @@ class PolicyNode(LifecycleNode):
 
     def _load_policy(self):
         # imported here so that configuration errors do not pay for torch
-        from actdistill_ros.core.checkpoint import CheckpointError
-        from actdistill_ros.core.policies import load_policy
+        from actdistill_ros.core.model.checkpoint import CheckpointError
+        from actdistill_ros.core.policy import load_policy
 
         where = self.cfg.checkpoint or "<shipped default student>"
         try:
@@ -644,7 +644,7 @@ class PolicyNode(LifecycleNode):
     def _layer_share(self) -> float | None:
         """One layer's share of a full pass (the FLOP split) for the deadline's latency model;
         None (no fixed cost: slower to raise the cap again) when the policy can not count it."""
-        from actdistill_ros.core.flops import layer_share
+        from actdistill_ros.core.model.flops import layer_share
 
         try:
             share = layer_share(self.policy.flops_components())

@@ -52,7 +52,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 
-from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass, from_dict
+from actdistill_ros.core.typed_config import ConfigError, Float, Int, config_dataclass, from_dict
 from actdistill_ros.msg import EndEffectorAction, SimEpisode
 from actdistill_ros.sim.config import SimConfig
 from actdistill_ros.sim.gl_backend import RenderBackendError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from actdistill_ros.core.config import ConfigError, Float, Int, config_dataclass
+from actdistill_ros.core.typed_config import ConfigError, Float, Int, config_dataclass
 
 
 @config_dataclass

@@ -16,9 +16,9 @@ import numpy as np
 import rclpy
 from pydantic import Field
 
-from actdistill_ros.core.checkpoint import STUDENT_FORMAT, read_checkpoint_info
-from actdistill_ros.core.config import Float, Int, config_dataclass
+from actdistill_ros.core.model.checkpoint import STUDENT_FORMAT, read_checkpoint_info
 from actdistill_ros.core.progress import progress_bar
+from actdistill_ros.core.typed_config import Float, Int, config_dataclass
 from actdistill_ros.sim.tasks import TaskSelection, task_names
 
 from .driver import Driver, DriverError

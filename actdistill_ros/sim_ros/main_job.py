@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from actdistill_ros.core.config import ActionHeadConfig, TinyVLAConfig, to_dict
+from actdistill_ros.core.config import ActionHeadConfig, TinyVLAConfig
+from actdistill_ros.core.typed_config import to_dict
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
 from actdistill_ros.sim.tasks import DEFAULT_SUITE, task_names
 
 from .closed_loop import EvalConfig, evaluate, find_baselines
+from .eval_report import eval_markdown
 from .record import RecordConfig, record_demonstrations
-from .report import eval_markdown
 
 # The embedded default's model: a 64 px camera through a small CNN down to 8 x 8 vision tokens
 # (normalised), instructions as hashed words, a 6 x 128 decoder and a regression head with a
@@ -101,7 +102,7 @@ def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, de
                  demos: int | None = None, teacher_epochs: int | None = None) -> dict:
     """Record -> distil -> evaluate. ``train_teacher``: train the teacher on the recorded bags too
     (what made the shipped one) instead of distilling the shipped teacher. ``baselines``: also
-    distil the baselines (static pruning tuned/untuned, random routes; core/baselines.py) and
+    distil the baselines (static pruning tuned/untuned, random routes; core/training/baselines.py) and
     drive the arm with each, beside teacher and student. ``threads``: torch CPU threads of the
     training stages (0 = one per core; 1 on a machine other work shares: threads that wait for
     a busy core slowed a training step ~10x on 2 cores). ``tasks``: the tasks recorded and

@@ -14,7 +14,7 @@ from pathlib import Path
 import rclpy
 from pydantic import Field
 
-from actdistill_ros.core.config import Float, Int, config_dataclass
+from actdistill_ros.core.typed_config import Float, Int, config_dataclass
 from actdistill_ros.sim.tasks import TaskSelection, task_names
 
 from .driver import Driver

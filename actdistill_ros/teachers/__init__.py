@@ -1,7 +1,7 @@
 """Transformers VLMs (LLaVA, Idefics3/SmolVLM, PaliGemma, Qwen2-VL, OpenVLA) as ActDistill teachers.
 
 ``load_hf_teacher(model_dir, HFTeacherOptions(...))`` gives a
-:class:`~actdistill_ros.core.teacher.VLATeacher`; everything downstream (probes, router, routed
+:class:`~actdistill_ros.core.model.teacher.VLATeacher`; everything downstream (probes, router, routed
 student, FLOPs, export, RoutedPolicy) uses it unchanged. See docs/hf_teachers.md.
 """
 

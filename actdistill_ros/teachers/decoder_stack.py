@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ..core.teacher import TokenBatch
+from ..core.model.teacher import TokenBatch
 from .errors import HFTeacherError
 
 

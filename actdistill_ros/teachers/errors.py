@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import torch
 
-from ..core.checkpoint import CheckpointError
-from ..core.memory import TrainingOutOfMemoryError, out_of_memory_advice
+from ..core.model.checkpoint import CheckpointError
+from ..core.training.memory import TrainingOutOfMemoryError, out_of_memory_advice
 
 
 class HFTeacherError(CheckpointError):

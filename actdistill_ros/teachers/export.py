@@ -26,7 +26,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..core.checkpoint import (
+from ..core.config import RouterConfig
+from ..core.model.checkpoint import (
     CONFIG_FILE,
     FORMAT_VERSION,
     STUDENT_FORMAT,
@@ -35,8 +36,8 @@ from ..core.checkpoint import (
     CheckpointError,
     load_weights,
 )
-from ..core.config import ConfigError, RouterConfig, from_dict, to_dict
-from ..core.student import RoutedStudent
+from ..core.model.student import RoutedStudent
+from ..core.typed_config import ConfigError, from_dict, to_dict
 from .errors import HFTeacherError
 from .hf_teacher import HFVLATeacher
 from .loading import load_hf_teacher, source_fingerprint

@@ -67,10 +67,6 @@ FAMILIES: tuple[FamilySpec, ...] = (
 )
 
 
-def supported_model_types() -> list[str]:
-    return sorted(t for f in FAMILIES for t in f.model_types)
-
-
 def family_for(model_type: str) -> FamilySpec | None:
     for family in FAMILIES:
         if model_type in family.model_types:

@@ -1,5 +1,5 @@
 """A transformers image-text-to-text model (LLaVA, Idefics3/SmolVLM, PaliGemma, Qwen2-VL, OpenVLA)
-behind the :class:`~actdistill_ros.core.teacher.VLATeacher` interface.
+behind the :class:`~actdistill_ros.core.model.teacher.VLATeacher` interface.
 
 ``prepare`` runs the model's own processor on the prompt (so the image placeholder expansion and
 every per-token field - attention mask, token types - are the processor's) and keeps the camera
@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.config import to_dict
-from ..core.teacher import ActionNormalizer, VLATeacher
-from ..core.tiny_vla import images_to_uint8_batch
-from .action_heads import build_action_head
+from ..core.model.teacher import ActionNormalizer, VLATeacher
+from ..core.model.tiny_vla import images_to_uint8_batch
+from ..core.typed_config import to_dict
 from .decoder_stack import HFTokenBatch, RoutedKVCache, find_decoder_stack, record_layer_inputs
 from .decoding import DecodingMixin
 from .errors import HFTeacherError, explain_oom
 from .families import FamilySpec
+from .hf_action_heads import build_action_head
 from .options import HFTeacherOptions
 from .processors import TEXT_SIDE_EXCLUDED, image_placeholder, image_token_id, processor_image_size
 

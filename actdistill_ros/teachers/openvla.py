@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.teacher import ActionNormalizer
+from ..core.model.teacher import ActionNormalizer
 from .errors import HFTeacherError
 
 N_BINS = 256
@@ -131,10 +131,3 @@ def normalizer_from_stats(action: dict, action_dim: int = ACTION_DIM) -> ActionN
         normalizer.mean.copy_(torch.from_numpy(np.where(mask, (q99 + q01) / 2, 0.0)))
         normalizer.std.copy_(torch.from_numpy(np.where(mask, np.maximum((q99 - q01) / 2, 1e-8), 1.0)))
     return normalizer
-
-
-def unnormalize_openvla(normalized: np.ndarray, action: dict) -> np.ndarray:
-    """OpenVLA's formula, written out (the reference the normaliser is tested against)."""
-    q01, q99 = np.asarray(action["q01"]), np.asarray(action["q99"])
-    mask = np.asarray(action.get("mask", np.ones_like(q01, dtype=bool)), bool)
-    return np.where(mask, 0.5 * (normalized + 1) * (q99 - q01) + q01, normalized)

@@ -10,10 +10,11 @@ from typing import Any
 
 from pydantic import Field
 
-from ..core.config import ActionHeadConfig, ConfigError, Float, Int, config_dataclass, from_dict
+from ..core.config import ActionHeadConfig
+from ..core.typed_config import ConfigError, Float, Int, config_dataclass, from_dict
 
-CORE_HEADS = ("regression", "tokens", "flow")  # core.action_heads, on top of the final hidden states
-HEAD_TYPES = [*CORE_HEADS, "action_tokens"]  # extended by teachers.action_heads.register_action_head
+CORE_HEADS = ("regression", "tokens", "flow")  # core.model.action_heads, on top of the final hidden states
+HEAD_TYPES = [*CORE_HEADS, "action_tokens"]  # extended by teachers.hf_action_heads.register_action_head
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -21,7 +22,7 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 class HFTeacherOptions:
     """How a transformers image-text-to-text model becomes a VLA teacher."""
 
-    # regression | tokens | flow: core's action heads (core/action_heads.py) on the final hidden
+    # regression | tokens | flow: core's action heads (core/model/action_heads.py) on the final hidden
     # states, new and fitted on the demos (backbone frozen) before distillation; their settings
     # (width, bins, flow_steps...) in ``head_config``. action_tokens: OpenVLA's own discrete
     # action tokens (the last 256 vocabulary ids) decoded by the model's LM head and de-normalised

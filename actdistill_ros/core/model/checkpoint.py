@@ -19,7 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ConfigError, RouterConfig, TinyVLAConfig, from_dict, to_dict
+from ..config import RouterConfig, TinyVLAConfig
+from ..typed_config import ConfigError, from_dict, to_dict
 from .student import RoutedStudent
 from .teacher import VLATeacher
 from .tiny_vla import TinyVLA
@@ -41,7 +42,7 @@ class CheckpointError(ValueError):
 
 
 def package_assets() -> Path:
-    return Path(__file__).resolve().parent.parent / "assets"
+    return Path(__file__).resolve().parents[2] / "assets"  # actdistill_ros/assets
 
 
 def default_student_path() -> Path:

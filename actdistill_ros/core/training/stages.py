@@ -4,7 +4,7 @@ Every stage is resumable (see ``loop.py``) and marks completion with a ``<stage>
 so a rerun of a pipeline skips finished stages instead of redoing them.
 
 Every stage takes the memory options (``MemoryConfig``: frozen vision, LoRA, bf16 autocast,
-activation checkpointing; ``memory.py``) and a ``World`` (several processes, ``distributed.py``).
+activation checkpointing; ``memory.py``) and a ``World`` (several processes, ``parallel.py``).
 The task loss is always the action head's own (``VLATeacher.head_loss``: MSE, token
 cross-entropy or flow matching). Stage 1's per-layer probes regress the action chunk whatever
 the head (the paper's layer-wise action terms are MSEs on a_l; a regression probe is also the
@@ -23,11 +23,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..config import DistillConfig, MemoryConfig, OptimConfig
+from ..data.dataset import DatasetError, EpisodeDataset
+from ..model.graph import LayerProbes
+from ..model.router import Router
+from ..model.student import RoutedStudent
+from ..model.teacher import VLATeacher
+from ..typed_config import ConfigError
 from .augment import batch_generator, random_shift
-from .config import ConfigError, DistillConfig, MemoryConfig, OptimConfig
-from .dataset import DatasetError, EpisodeDataset
-from .distributed import SINGLE, World
-from .graph import LayerProbes
 from .loop import LoopResult, run_loop
 from .losses import distillation_loss
 from .memory import (
@@ -39,10 +42,8 @@ from .memory import (
     out_of_memory_advice,
     trainable_parameters,
 )
+from .parallel import SINGLE, World
 from .route_stats import route_statistics
-from .router import Router
-from .student import RoutedStudent
-from .teacher import VLATeacher
 
 
 @dataclass

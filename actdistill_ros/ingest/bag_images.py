@@ -1,11 +1,11 @@
-"""Bag images through the shared image path (``actdistill_ros.core.images``), with the bag and
+"""Bag images through the shared image path (``actdistill_ros.core.data.images``), with the bag and
 topic in every error: the policy node decodes and resizes live frames with the same functions."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from actdistill_ros.core.images import ImageDecodeError, msg_to_rgb, resize_rgb
+from actdistill_ros.core.data.images import ImageDecodeError, msg_to_rgb, resize_rgb
 
 from .config import IngestError
 

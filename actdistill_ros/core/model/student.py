@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import RouterConfig
+from ..config import RouterConfig
 from .route_exec import Execution, RouteExecutor
 from .router import Router, budget_offset, build_router, hard_decisions, straight_through_gates
 from .teacher import TokenBatch, VLATeacher

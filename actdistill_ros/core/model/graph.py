@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .config import GraphConfig
+from ..config import GraphConfig
 
 
 def knn_edge_prior(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:

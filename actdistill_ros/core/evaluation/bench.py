@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from .checkpoint import load_student, load_teacher
-from .config import Float, Int, config_dataclass, to_dict
-from .dataset import EpisodeDataset
-from .device import resolve_device, resolve_dtype
-from .flops import component_flops, count_flops
-from .progress import progress_bar
-from .training import TensorData, agreement, build_tensor_data, evaluate
+from ..data.dataset import EpisodeDataset
+from ..device import resolve_device, resolve_dtype
+from ..model.checkpoint import load_student, load_teacher
+from ..model.flops import component_flops, count_flops
+from ..progress import progress_bar
+from ..training.stages import TensorData, agreement, build_tensor_data, evaluate
+from ..typed_config import Float, Int, config_dataclass, to_dict
 
 
 @config_dataclass

@@ -172,15 +172,6 @@ class EpisodeDataset:
             raise DatasetError(f"{directory}: dataset has zero episodes")
         return cls(episodes=episodes, meta=meta)
 
-    def flat_samples(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
-        """Return (images, actions, instructions, episode_index, step_index), one row per step."""
-        images = np.concatenate([ep.images for ep in self.episodes])
-        actions = np.concatenate([ep.actions for ep in self.episodes])
-        instructions = [ep.instruction for ep in self.episodes for _ in range(len(ep))]
-        ep_idx = np.concatenate([np.full(len(ep), i, dtype=np.int64) for i, ep in enumerate(self.episodes)])
-        step_idx = np.concatenate([np.arange(len(ep), dtype=np.int64) for ep in self.episodes])
-        return images, actions, instructions, ep_idx, step_idx
-
     def split(self, held_out_fraction: float, seed: int = 0) -> tuple[EpisodeDataset, EpisodeDataset]:
         """Split by whole episodes (never leak steps of one episode into both sides)."""
         if not 0.0 < held_out_fraction < 1.0:

@@ -1,6 +1,6 @@
 """Action heads of a transformers VLM teacher.
 
-``regression`` / ``tokens`` / ``flow`` are core's heads (:mod:`actdistill_ros.core.action_heads`)
+``regression`` / ``tokens`` / ``flow`` are core's heads (:mod:`actdistill_ros.core.model.action_heads`)
 on the final-normed hidden states: new, so they are fitted on the demonstrations (backbone
 frozen) before distillation. ``action_tokens`` is OpenVLA's own head: the language model emits
 the action as tokens, decoded greedily through the decoder stack (skipping, at every step, the
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core.action_heads import build_action_head as build_core_head
+from ..core.model.action_heads import build_action_head as build_core_head
 from .errors import HFTeacherError
 from .openvla import ACTION_DIM, ActionTokenizer, action_vocab_size
 from .options import CORE_HEADS, HEAD_TYPES, HFTeacherOptions

@@ -20,13 +20,10 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from .action_heads import RegressionChunkHead, build_action_head
-from .config import TinyVLAConfig
-from .images import resize_rgb
+from ..config import TinyVLAConfig
+from ..data.images import resize_rgb
+from .action_heads import build_action_head
 from .teacher import ActionNormalizer, TokenBatch, VLATeacher
-
-ChunkActionHead = RegressionChunkHead  # the original name of the regression head
-
 
 MIN_TEXT_TOKENS = 258  # BOS + 256 bytes (or words) + EOS: the shortest limit any TinyVLA has
 log = logging.getLogger(__name__)
@@ -96,7 +93,7 @@ TOKENIZERS = {cls.kind: cls for cls in (ByteTokenizer, HashWordTokenizer)}
 def images_to_uint8_batch(images, size: int) -> torch.Tensor:
     """uint8 RGB images (one [H,W,3] or a batch [B,H,W,3]) -> uint8 tensor [B, size, size, 3].
 
-    Other sizes are resized by ``core.images.resize_rgb``, the resize of bag ingestion; wrong dtype,
+    Other sizes are resized by ``core.data.images.resize_rgb``, the resize of bag ingestion; wrong dtype,
     channel count or non-finite content are errors.
     """
     array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)

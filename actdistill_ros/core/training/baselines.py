@@ -12,7 +12,7 @@ the per-input route adds:
 * ``random``: a fresh random set of layers for every sample and pass, fine-tuned with random
   routes (the network learns to work with any subset, as with LayerDrop) and run that way.
 
-Every baseline is a :class:`~actdistill_ros.core.student.RoutedStudent` with a ``fixed`` or
+Every baseline is a :class:`~actdistill_ros.core.model.student.RoutedStudent` with a ``fixed`` or
 ``random`` router, so it exports, loads, benchmarks and drives the robot like the student.
 """
 
@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import MemoryConfig, OptimConfig, RouterConfig
-from .distributed import SINGLE, World
+from ..config import MemoryConfig, OptimConfig, RouterConfig
+from ..model.student import RoutedStudent
+from ..model.teacher import VLATeacher
 from .loop import LoopResult, run_loop
 from .memory import apply_memory_options, autocast, check_memory_options, trainable_parameters
-from .student import RoutedStudent
-from .teacher import VLATeacher
-from .training import TensorData, evaluate, finish_training
+from .parallel import SINGLE, World
+from .stages import TensorData, evaluate, finish_training
 
 BASELINES = ("static", "static_untuned", "random")
 SELECTION_SAMPLES = 2048  # training samples the greedy selection scores each candidate set on

@@ -15,11 +15,20 @@ from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import save_teacher, weights_sha256
-from ..core.config import OptimConfig, to_dict
+from ..core.config import OptimConfig
 from ..core.device import resolve_device
-from ..core.pipeline import dataset_provenance, dataset_sha256, split_dataset
-from ..core.training import clear_stages, evaluate, mark_done, mark_started, stage_done, stage_identity, train_teacher
+from ..core.model.checkpoint import save_teacher, weights_sha256
+from ..core.training.runs import dataset_provenance, dataset_sha256, split_dataset
+from ..core.training.stages import (
+    clear_stages,
+    evaluate,
+    mark_done,
+    mark_started,
+    stage_done,
+    stage_identity,
+    train_teacher,
+)
+from ..core.typed_config import to_dict
 from .loading import load_hf_teacher
 from .options import HFTeacherOptions
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.dataset import DatasetError, Episode, EpisodeDataset
+from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
 from .actions import GRIPPER_TYPES, SOURCE_TYPES, action_values, gripper_value, invalid_reason
 from .align import Alignment, Streams, align_streams
+from .bag_images import IMAGE_TYPES, decode_image, resize_rgb
 from .config import IngestConfig, IngestError
-from .images import IMAGE_TYPES, decode_image, resize_rgb
 from .reader import (
     OpenBag,
     bag_fingerprint,

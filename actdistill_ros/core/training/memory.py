@@ -22,8 +22,9 @@ import contextlib
 import torch
 from torch import nn
 
-from .config import ConfigError, MemoryConfig
-from .teacher import VLATeacher
+from ..config import MemoryConfig
+from ..model.teacher import VLATeacher
+from ..typed_config import ConfigError
 
 
 def check_memory_options(cfg: MemoryConfig, device: torch.device) -> None:

@@ -1,4 +1,5 @@
-"""Synthetic demonstration bags written with ``rosbags`` (real rosbag2/ROS 1 files, no ROS).
+"""Synthetic demonstration bags written with ``rosbags`` (real rosbag2/ROS 1 files, no ROS), for
+the tests and benchmarks/ingest_speed.py (which puts test/ on its path).
 
 The scene encodes the frame index in the pixels (red = 4 + 8 * (frame % 32), green =
 40 + 8 * (frame // 32), blue = 180; steps of 8 survive jpeg), so a test can tell exactly
@@ -19,7 +20,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from .reader import package_types
+from actdistill_ros.ingest.reader import package_types
 
 RAW_FORMATS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 COMPRESSED_FORMATS = ("png", "jpeg")
@@ -70,12 +71,6 @@ def frame_of(rgb: np.ndarray) -> int:
     r = int(round((float(rgb[..., 0].mean()) - 4) / 8))
     g = int(round((float(rgb[..., 1].mean()) - 40) / 8))
     return r + 32 * g
-
-
-def demo_typestore():
-    store = get_typestore(Stores.LATEST)
-    store.register(package_types())
-    return store
 
 
 def _action_values(source: str, k: int, t: float, period: float) -> np.ndarray:

@@ -8,7 +8,7 @@ unpickling), atomically (write then rename) so a kill mid-write leaves the old o
 the CPU random state and, when training on CUDA, that device's too (dropout and noise drawn
 on the GPU continue as they would have).
 
-Several processes (``world``, see ``distributed.py``): every rank walks the same global
+Several processes (``world``, see ``parallel.py``): every rank walks the same global
 batches and runs ``step_fn`` on its shard; the logged terms are means over ranks; only rank
 0 writes metrics and resume state. Out-of-memory errors are re-raised with advice.
 """
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import OptimConfig
-from .distributed import SINGLE, World
+from ..config import OptimConfig
+from ..progress import progress_bar
 from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
-from .progress import progress_bar
+from .parallel import SINGLE, World
 
 
 @dataclass

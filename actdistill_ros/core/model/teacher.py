@@ -4,7 +4,7 @@ A VLA is seen as: inputs -> ``embed`` -> token states over [vision | text] spans
 of decoder layers -> ``final_norm`` -> ``action_head``. Everything downstream talks only
 to this interface, so a transformers VLM adapter plugs in by implementing it.
 
-The action head is any :class:`~actdistill_ros.core.action_heads.ActionHead` (regression,
+The action head is any :class:`~actdistill_ros.core.model.action_heads.ActionHead` (regression,
 discrete tokens, flow matching; ``build_action_head``): ``head`` runs it for inference and
 ``head_loss`` gives its own task loss, which teacher training and stage 2 use.
 """
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..data.dataset import ACTION_DIM
 from .action_heads import ActionHead
-from .dataset import ACTION_DIM
 
 
 @dataclass

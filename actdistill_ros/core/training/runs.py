@@ -21,6 +21,14 @@ from pathlib import Path
 
 import torch
 
+from ..config import DistillConfig, TeacherTrainConfig
+from ..data.dataset import DatasetError, EpisodeDataset
+from ..device import resolve_device
+from ..model.checkpoint import load_teacher, save_student, save_teacher, weights_sha256
+from ..model.graph import LayerProbes
+from ..model.student import RoutedStudent
+from ..model.tiny_vla import TinyVLA
+from ..typed_config import ConfigError, to_dict
 from .baselines import (
     BASELINES,
     SELECTION_SAMPLES,
@@ -30,16 +38,9 @@ from .baselines import (
     random_route_student,
     subset,
 )
-from .checkpoint import load_teacher, save_student, save_teacher, weights_sha256
-from .config import ConfigError, DistillConfig, TeacherTrainConfig, to_dict
-from .dataset import DatasetError, EpisodeDataset
-from .device import resolve_device
-from .distributed import World, device_for, init_world
-from .graph import LayerProbes
+from .parallel import World, device_for, init_world
 from .route_stats import routing_warnings
-from .student import RoutedStudent
-from .tiny_vla import TinyVLA
-from .training import (
+from .stages import (
     TeacherOutputs,
     TeacherRecords,
     TensorData,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from .config import LossConfig
+from ..config import LossConfig
 
 
 def layer_weights(num_layers: int, gamma: float, device=None) -> torch.Tensor:

@@ -8,7 +8,7 @@ Every head maps normalised-action space in and out and offers two calls:
   normalised ground-truth chunk, used to train the teacher and as stage 2's task term.
 
 ``hidden`` is the final-normed token states [B, T, D] and ``valid`` the bool token mask
-[B, T]. Nothing here knows about TinyVLA: any :class:`~actdistill_ros.core.teacher.VLATeacher`
+[B, T]. Nothing here knows about TinyVLA: any :class:`~actdistill_ros.core.model.teacher.VLATeacher`
 builds one with :func:`build_action_head` and sets it as ``action_head``.
 
 Kinds (``ActionHeadConfig.kind``):
@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ACTION_HEAD_KINDS, ActionHeadConfig, ConfigError
+from ..config import ACTION_HEAD_KINDS, ActionHeadConfig
+from ..typed_config import ConfigError
 
 
 class ActionHead(nn.Module):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import RouterConfig
+from ..config import RouterConfig
 
 
 def _masked_mean_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
