@@ -249,21 +249,27 @@ def unflatten(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML (or JSON) file whose top level is a mapping; a missing file, bad YAML or another
+    top level is a one-line ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return loaded
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> T:
     """Config of type ``cls`` from ``base`` dict, then a YAML/JSON file, then ``key=value`` overrides."""
     data: dict = dict(base or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = deep_merge(data, loaded)
+        data = deep_merge(data, read_yaml_mapping(path))
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
     return from_dict(cls, data)

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field
 
 from ..core.config import DistillConfig, TeacherTrainConfig
@@ -32,6 +31,7 @@ from ..core.typed_config import (
     flatten,
     from_dict,
     parse_overrides,
+    read_yaml_mapping,
     to_dict,
     unflatten,
 )
@@ -273,16 +273,7 @@ def load_distill_job_config(path: str | Path | None, overrides: list[str] | None
     parsed). Raises ConfigError naming the key on any problem."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = unflatten(ros_parameters(loaded))
+        data = unflatten(ros_parameters(read_yaml_mapping(path)))
     if overrides:
         data = deep_merge(data, unflatten(parse_overrides(overrides)))
     if values:
