@@ -179,35 +179,11 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     notify("data", {"train_samples": len(train), "held_out_samples": len(held_out)})
 
     probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, cfg.graph).to(device)
-    records_path = run_dir / "teacher_records.safetensors"
-    if probe_finished and records_path.exists():
-        state = torch.load(run_dir / "probe_state.pt", weights_only=True, map_location=device)
-        probes.load_state_dict(state["modules"]["probes"])
-        records = TeacherRecords.load(records_path)
-        notify("probe", {"skipped": True})
-    else:
-        notify("probe", {"started": True})
-        if world.is_main:
-            mark_started(run_dir, "probe", probe_identity)
-        result = train_probes(teacher, probes, train, cfg.probe, run_dir, stop_after=stop_after.get("probe"),
-                              memory=cfg.memory, world=world)
-        if not result.finished:
-            return DistillResult(student_dir, {"stopped": "probe", "steps": result.steps})
-        records = record_teacher(teacher, probes, train, world=world, memory=cfg.memory)
-        if world.is_main:
-            records.save(records_path)
-            mark_done(run_dir, "probe", {"steps": result.steps,
-                                         "final": result.history[-1] if result.history else {}}, probe_identity)
-        world.barrier()
-    notify("probe", {"done": True})
-
-    # the teacher's held-out predictions and error, once; afterwards the teacher is not needed
-    heldout_path = run_dir / f"teacher_heldout_{teacher_sha[:16]}.safetensors"
-    cached = TeacherOutputs.load(heldout_path) if heldout_path.exists() else None
-    if cached is None or not torch.equal(cached.sample_ids, held_out.sample_ids):
-        cached = teacher_outputs(teacher, held_out, world=world)
-        if world.is_main:
-            cached.save(heldout_path)
+    records, probe_steps = _probe_stage(teacher, probes, train, cfg, run_dir, probe_identity, probe_finished,
+                                        stop_after.get("probe"), world, notify)
+    if records is None:
+        return DistillResult(student_dir, {"stopped": "probe", "steps": probe_steps})
+    cached = _teacher_heldout(teacher, held_out, run_dir / f"teacher_heldout_{teacher_sha[:16]}.safetensors", world)
     teacher_mse = _mse(cached.actions, teacher.normalizer.normalize(held_out.targets.to(device)).cpu())
     world.barrier()
 
@@ -238,12 +214,63 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         student = restore_student(student, run_dir, cfg).to(device)
         notify("student", {"skipped": True})
 
+    metrics = _held_out_metrics(student, train, held_out, cached, teacher_mse, cfg)
+    for warning in metrics["warnings"]:
+        log.warning("routing: %s", warning)
+    save_student(student.cpu(), student_dir, extra={"distillation": {
+        "teacher_sha256": teacher_sha, "dataset": dataset_provenance(dataset_dir),
+        "config": to_dict(cfg), "held_out": metrics}})
+    (out_dir / "distill_metrics.json").write_text(json.dumps(metrics, indent=2))
+    notify("export", {"student": str(student_dir), **metrics})
+    return DistillResult(student_dir, metrics)
+
+
+def _probe_stage(teacher, probes: LayerProbes, train: TensorData, cfg: DistillConfig, run_dir: Path,
+                 identity: dict, finished: bool, stop_after: int | None, world: World,
+                 notify: Progress) -> tuple[TeacherRecords | None, int]:
+    """Stage 1: train the graph probes and record the teacher, or load both from a finished run.
+    -> (records, steps); records None when ``stop_after`` ended the stage early."""
+    records_path = run_dir / "teacher_records.safetensors"
+    if finished and records_path.exists():
+        state = torch.load(run_dir / "probe_state.pt", weights_only=True, map_location=next(probes.parameters()).device)
+        probes.load_state_dict(state["modules"]["probes"])
+        notify("probe", {"skipped": True})
+        notify("probe", {"done": True})
+        return TeacherRecords.load(records_path), 0
+    notify("probe", {"started": True})
+    if world.is_main:
+        mark_started(run_dir, "probe", identity)
+    result = train_probes(teacher, probes, train, cfg.probe, run_dir, stop_after=stop_after, memory=cfg.memory,
+                          world=world)
+    if not result.finished:
+        return None, result.steps
+    records = record_teacher(teacher, probes, train, world=world, memory=cfg.memory)
+    if world.is_main:
+        records.save(records_path)
+        mark_done(run_dir, "probe", {"steps": result.steps, "final": result.history[-1] if result.history else {}},
+                  identity)
+    world.barrier()
+    notify("probe", {"done": True})
+    return records, result.steps
+
+
+def _teacher_heldout(teacher, held_out: TensorData, path: Path, world: World) -> TeacherOutputs:
+    """The teacher's held-out predictions, computed once and cached by sample id: afterwards the
+    teacher is not needed (``memory.release_teacher`` turns its weights into the student)."""
+    cached = TeacherOutputs.load(path) if path.exists() else None
+    if cached is None or not torch.equal(cached.sample_ids, held_out.sample_ids):
+        cached = teacher_outputs(teacher, held_out, world=world)
+        if world.is_main:
+            cached.save(path)
+    return cached
+
+
+def _held_out_metrics(student: RoutedStudent, train: TensorData, held_out: TensorData, cached: TeacherOutputs,
+                      teacher_mse: float, cfg: DistillConfig) -> dict:
+    """What the report and the checkpoint say about the student (with the routing warnings)."""
     calibrated = calibrate_router(student, train, cfg.loss.keep_ratio) if cfg.loss.budget_control else None
     student_eval = evaluate(student, held_out, routed=True)
-    warnings = routing_warnings(student_eval, cfg.loss.keep_ratio, student.num_layers, student.router.kind)
-    for warning in warnings:
-        log.warning("routing: %s", warning)
-    metrics = {
+    return {
         "teacher_action_mse": teacher_mse,
         "student_action_mse": student_eval["action_mse"],
         "student_vs_teacher_mse": agreement(student, cached, held_out),
@@ -254,16 +281,10 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
         "top_routes": student_eval["top_routes"],
         "keep_ratio_target": cfg.loss.keep_ratio,
         "train_executed_fraction": calibrated,
-        "warnings": warnings,
+        "warnings": routing_warnings(student_eval, cfg.loss.keep_ratio, student.num_layers, student.router.kind),
         "held_out_samples": len(held_out),
         "train_samples": len(train),
     }
-    save_student(student.cpu(), student_dir, extra={"distillation": {
-        "teacher_sha256": teacher_sha, "dataset": dataset_provenance(dataset_dir),
-        "config": to_dict(cfg), "held_out": metrics}})
-    (out_dir / "distill_metrics.json").write_text(json.dumps(metrics, indent=2))
-    notify("export", {"student": str(student_dir), **metrics})
-    return DistillResult(student_dir, metrics)
 
 
 def _mse(predicted: torch.Tensor, target: torch.Tensor) -> float:
