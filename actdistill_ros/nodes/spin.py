@@ -78,7 +78,14 @@ def run_node(make_node: Callable[[], N], name: str, config_errors: tuple[type[Ba
     """0 on a normal shutdown, ``EXIT_CONFIG_ERROR`` when ``make_node`` or ``start`` raises one of
     ``config_errors``, ``node.exit_code`` when the node asked to end. ``start`` runs after the node
     is built and before spinning (e.g. the lifecycle autostart); ``cleanup`` after spinning, while
-    the node can still publish. The middleware teardown after that is bounded (:func:`exit_if_teardown_hangs`)."""
+    the node can still publish. The middleware teardown after that is bounded (:func:`exit_if_teardown_hangs`).
+
+    A node that never ran (a configuration error) ends the process at once, without destroying
+    its DDS entities: Fast DDS 3.2 can deadlock in ``rcl_publisher_fini`` while another participant
+    leaves the domain (its event thread waits for the discovery mutex that the receive thread holds
+    while waiting for the event thread; seen in CI with five bad-parameter nodes exiting together,
+    stack taken with gdb), and with the GIL held there, no Python watchdog can run. So ``main()``
+    of a node is a process entry point: call it in a process of its own."""
     init_rclpy(args)
     served = _Served()
     status = 1  # an unexpected exception: its traceback, then status 1
@@ -87,13 +94,13 @@ def run_node(make_node: Callable[[], N], name: str, config_errors: tuple[type[Ba
             status = _serve(make_node, name, config_errors, start, signals, served)
         finally:
             signals.interrupt = False  # a second Ctrl-C must not break the shutdown below
-            never_ran = status == EXIT_CONFIG_ERROR  # its cleanup has nothing to flush: bounded too
-            if never_ran:
-                exit_if_teardown_hangs(name, status)
+            if status == EXIT_CONFIG_ERROR:  # it never ran: nothing to flush, no teardown to risk
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
             if served.node is not None and cleanup is not None:
-                cleanup(served.node)  # (a node that ran: unbounded, e.g. a recorder closing its bag)
-            if not never_ran:
-                exit_if_teardown_hangs(name, status)
+                cleanup(served.node)  # unbounded: e.g. a recorder closing its bag
+            exit_if_teardown_hangs(name, status)
             if served.node is not None:
                 if served.executor is not None:
                     served.executor.shutdown(timeout_sec=1.0)
@@ -132,14 +139,12 @@ def _serve(make_node: Callable[[], N], name: str, config_errors: tuple[type[Base
 
 
 def exit_if_teardown_hangs(name: str, status: int, timeout_s: float = TEARDOWN_TIMEOUT_S) -> None:
-    """From now on the process ends within ``timeout_s`` (+5 s), with ``status``, whatever hangs.
+    """From now on the process ends within ``timeout_s`` (+5 s), whatever hangs.
 
-    Destroying DDS entities can block for good on rare occasions (middleware teardown hangs are a
-    known class of ROS 2 bugs; we saw a policy node with a missing checkpoint print its error and
-    never exit, once in hundreds of starts, with several participants coming and going). Whoever
-    started the node (a launch file, a supervisor, a test) must still see it end with its status.
-    A daemon thread exits with ``status`` if the GIL is free; faulthandler's C-level watchdog dumps
-    every thread's stack and exits 1 if even that cannot run."""
+    Destroying DDS entities can block for good on rare occasions (see :func:`run_node`); whoever
+    started the node (a launch file, a supervisor, a test) must still see it end. A daemon thread
+    exits with ``status`` if the GIL is free; when the hang holds the GIL (as Fast DDS's does, inside
+    an rclpy call), faulthandler's C-level watchdog dumps every thread's stack and exits 1."""
     def watchdog() -> None:
         time.sleep(timeout_s)
         print(f"{name}: shutting down the ROS middleware took over {timeout_s:g} s; exiting with status "
