@@ -78,7 +78,7 @@ def test_between_task_goal_is_midway_and_the_expert_reaches_it(sim):
     assert sim.goal_position()[2] > midway[2], "the goal is above the cubes, as for reach"
     successes = 0
     for seed in range(12):
-        sim.reset(seed, TASKS[task_names("between")[seed % 3]].name)
+        sim.reset(seed, task_names("between")[seed % 3])
         expert = ScriptedExpert(noise_m=0.003, seed=seed)
         while not sim.done:
             sim.step(expert.act(sim.grip_position(), sim.goal_position()))
