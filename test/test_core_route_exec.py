@@ -91,3 +91,31 @@ def test_lazy_decisions_equal_the_full_rule():
                 if max_layers is not None and max_layers < 6:
                     full = full & top_layers_mask(probs, max_layers)
                 assert torch.equal(hard_decisions(probs, 0.5, max_layers, min_layers), full)
+
+
+def test_one_sample_router_equals_the_batched_form():
+    """The single-sample CPU path (each span through its own projection, no masks) computes the
+    batched router's function: rows of different text lengths, and a row with no text at all."""
+    student, inputs = _mixed_route_student()
+    router = student.router
+    with torch.no_grad():
+        batch = student.backbone.embed(inputs)
+        text_mask = batch.text_mask.clone()
+        text_mask[2] = False  # an empty span pools to 0 in both forms
+        batched = router.logits(batch.hidden, batch.vision_mask, text_mask)
+        for row in range(batch.hidden.shape[0]):
+            one = router.logits(batch.hidden[row:row + 1], batch.vision_mask[row:row + 1], text_mask[row:row + 1])
+            torch.testing.assert_close(one, batched[row:row + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_one_sample_decisions_equal_the_batched_rule():
+    """Deciding one sample on the host gives the tensor rule's decisions, equal scores included
+    (both give a tie to the lower layer)."""
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.rand(300, 6, generator=gen).round(decimals=1)  # many ties
+    for min_layers in (0, 1, 3):
+        for max_layers in (None, 1, 2, 4, 6):
+            batched = hard_decisions(probs, 0.5, max_layers, min_layers)
+            single = torch.cat([hard_decisions(probs[i:i + 1], 0.5, max_layers, min_layers) for i in range(300)])
+            assert torch.equal(single, batched), (min_layers, max_layers)
+    assert top_layers_mask(torch.tensor([[0.7, 0.9, 0.7, 0.7]]), 2).tolist() == [[True, True, False, False]]

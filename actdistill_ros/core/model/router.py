@@ -70,6 +70,8 @@ class Router(nn.Module):
         Both spans in one pass (one projection to 2r, one normalisation, one pooling over a
         [B, T, 2, r] view): the same function as projecting and pooling each span on its own,
         in about half the kernel launches, which is most of the router's cost at small sizes."""
+        if embeddings.shape[0] == 1 and embeddings.device.type == "cpu" and not torch.compiler.is_compiling():
+            return self._one_sample_logits(embeddings, vision_mask, text_mask)
         (v_lin, v_norm), (t_lin, t_norm) = self.vision_proj, self.text_proj
         if v_norm.eps != t_norm.eps:  # (never with our configs) the per-span path
             return self.gate_head(torch.cat([_masked_mean_max(self.vision_proj(embeddings), vision_mask),
@@ -85,6 +87,23 @@ class Router(nn.Module):
         maxed = y.masked_fill(~masks, float("-inf")).amax(1)
         maxed = torch.where(torch.isfinite(maxed), maxed, 0.0)  # empty span -> 0
         return self.gate_head(torch.stack([mean, maxed], dim=2).flatten(1))  # [v_mean, v_max, t_mean, t_max]
+
+    def _one_sample_logits(self, embeddings: torch.Tensor, vision_mask: torch.Tensor,
+                           text_mask: torch.Tensor) -> torch.Tensor:
+        """The same function for one sample on a CPU (a robot's control loop): each span's own
+        tokens through its own projection only, pooled without masks. Half the projection and
+        normalisation work of the batched form (which projects every token twice and masks the
+        wrong span out) and a third fewer ops; the token indices are read on the host, free on a
+        CPU (on a GPU the batched form avoids that sync; compiled, it keeps the shapes static)."""
+        pooled = []
+        for proj, mask in ((self.vision_proj, vision_mask), (self.text_proj, text_mask)):
+            rows = mask[0].nonzero().squeeze(1)
+            if rows.numel() == 0:  # an empty span pools to 0, as in the batched form
+                pooled.append(embeddings.new_zeros(2 * self.cfg.router_dim))
+                continue
+            y = proj(embeddings[0].index_select(0, rows))
+            pooled.append(torch.cat([y.mean(0), y.amax(0)]))
+        return self.gate_head(torch.cat(pooled)).unsqueeze(0)
 
     def forward(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """-> gate probabilities [B, L] in (0, 1)."""
@@ -169,11 +188,12 @@ def build_router(hidden_size: int, num_layers: int, cfg: RouterConfig) -> nn.Mod
 
 
 def top_layers_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """bool [B, L]: each row's ``count`` highest scores (all of them when count >= L, none at 0)."""
+    """bool [B, L]: each row's ``count`` highest scores (all of them when count >= L, none at 0);
+    of equal scores the lower layer."""
     count = max(0, min(int(count), scores.shape[1]))
     mask = torch.zeros_like(scores, dtype=torch.bool)
-    if count:
-        mask.scatter_(1, scores.topk(count, dim=1).indices, True)
+    if count:  # a stable sort, not topk: equal scores go to the lower layer, on every device
+        mask.scatter_(1, scores.sort(dim=1, descending=True, stable=True).indices[:, :count], True)
     return mask
 
 
@@ -182,10 +202,12 @@ def hard_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None
     """Inference decisions [B, L] bool: gate >= threshold, at least the top-``min_layers`` gates
     (no sample runs an empty stack) and optionally at most the top-``max_layers``.
 
-    On a CPU the top-k corrections are skipped when no row needs them (the same result: a row
-    with >= min_layers passing gates already holds its top min_layers; one with <= max_layers
-    holds only its top ones), which halves the router's share of a small model's pass; on a GPU
-    that check would be a host sync, so the corrections always run there."""
+    On a CPU one sample is decided on the host (``_one_row_decisions``), and in a batch the top-k
+    corrections are skipped when no row needs them (the same result: a row with >= min_layers
+    passing gates already holds its top min_layers; one with <= max_layers holds only its top
+    ones); on a GPU either would be a host sync, so the corrections always run there."""
+    if probs.shape[0] == 1 and probs.device.type == "cpu":
+        return _one_row_decisions(probs, threshold, max_layers, min_layers)
     keep = probs >= threshold
     lazy = probs.device.type == "cpu"
     if min_layers and not (lazy and bool((keep.sum(1) >= min_layers).all())):
@@ -194,6 +216,22 @@ def hard_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None
     if capped and not (lazy and bool((keep.sum(1) <= max_layers).all())):
         keep = keep & top_layers_mask(probs, max_layers)
     return keep
+
+
+def _one_row_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None,
+                       min_layers: int) -> torch.Tensor:
+    """``hard_decisions`` for one sample on a CPU, on the host: a handful of Python comparisons
+    instead of a dozen tensor ops (a fifth of the routing overhead of the shipped student's
+    control-loop pass). The same rule and the same tie-break as ``top_layers_mask``."""
+    scores = probs[0].tolist()
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties to the lower layer
+    keep = [score >= threshold for score in scores]
+    for index in ranked[:max(0, min_layers)]:
+        keep[index] = True
+    if max_layers is not None:
+        allowed = set(ranked[:max(0, max_layers)])
+        keep = [k and i in allowed for i, k in enumerate(keep)]
+    return torch.tensor([keep], dtype=torch.bool)
 
 
 def straight_through_gates(probs: torch.Tensor, threshold: float, min_layers: int = 0) -> torch.Tensor:
