@@ -13,6 +13,12 @@ per-route bookkeeping) is overhead and lowers the efficiency; 1.0 means the skip
 exactly nothing. The teacher runs with the same ``--execution`` as the student (a compiled
 student is compared with a compiled teacher).
 
+Also timed: the same layers hard-wired (``static_ms``: the route's program called directly, no
+router, no decisions, as a statically pruned model runs). ``efficiency_vs_static = static_ms /
+student_ms`` is what routing itself costs; ``static_vs_ideal = ideal_ms / static_ms`` how far the
+formula is from what those layers really cost (on a CPU a short stack costs more per layer than
+the teacher's average, so no program, routed or not, reaches the formula's ideal there).
+
     python benchmarks/routing_overhead.py [--device cpu] [--shape shipped|default|7b]
         [--execution eager|compile|cuda_graphs] [--batch 1] [--threads 1] [--json out.json]
 
@@ -36,6 +42,7 @@ import torch
 
 from actdistill_ros.core.config import RouterConfig, TinyVLAConfig
 from actdistill_ros.core.device import resolve_device, resolve_dtype
+from actdistill_ros.core.model.flops import component_flops
 from actdistill_ros.core.model.route_exec import Execution, RouteExecutor
 from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.model.tiny_vla import TinyVLA
@@ -53,10 +60,16 @@ def _sync(device: torch.device) -> None:
 
 
 def interleaved(fns: dict, device: torch.device, warmup: int, iters: int) -> dict[str, list[float]]:
-    """ms of every call of each function, called in turn so that drift hits all of them alike."""
+    """ms of every call of each function, called in turn so that drift hits all of them alike. The
+    order rotates every round: on a CPU the call right after the teacher (which sweeps every
+    layer's weights through the caches) was measured 0.3 ms slower at the default shape, whichever
+    function it was; rotating spreads that over all of them."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
     for i in range(warmup + iters):
-        for name, fn in fns.items():
+        for k in range(len(names)):
+            name = names[(i + k) % len(names)]
+            fn = fns[name]
             _sync(device)
             start = time.perf_counter()
             fn()
@@ -66,13 +79,20 @@ def interleaved(fns: dict, device: torch.device, warmup: int, iters: int) -> dic
     return times
 
 
-def row(times: dict[str, list[float]], stat, executed: float, num_layers: int) -> dict[str, float]:
+def row(times: dict[str, list[float]], stat, executed: float, num_layers: int, router_share: float) -> dict[str, float]:
+    """``router_share``: the router's FLOPs over all decoder layers' FLOPs. ``ideal_with_router_ms``
+    adds the router's work at the layers' speed: the best a router of this size could cost; what
+    is left between it and the student is execution overhead (dispatch, decisions, bookkeeping)."""
     t = {name: stat(v) for name, v in times.items()}
     fixed = t["embed"] + t["head"]
     ideal = fixed + (t["teacher"] - fixed) * executed / num_layers
+    with_router = ideal + (t["teacher"] - fixed) * router_share
     return {"teacher_ms": t["teacher"], "student_ms": t["student"], "ideal_ms": ideal, "fixed_ms": fixed,
             "router_ms": t["router"], "efficiency": ideal / t["student"], "speedup": t["teacher"] / t["student"],
-            "ideal_speedup": t["teacher"] / ideal}
+            "ideal_speedup": t["teacher"] / ideal, "ideal_with_router_ms": with_router,
+            "efficiency_with_router": with_router / t["student"],
+            "static_ms": t["static"], "efficiency_vs_static": t["static"] / t["student"],
+            "static_vs_ideal": ideal / t["static"]}
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype, batch: int):
@@ -119,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     full = RouteExecutor(teacher, execution)  # the teacher: the all-layer route, same execution
     num_layers = teacher.num_layers
     all_layers = torch.ones(args.batch, num_layers, dtype=torch.bool)
+    with torch.inference_mode():
+        flops = component_flops(teacher, inputs, student)
+    router_share = flops["router"] / sum(flops["layers"])
 
     def teacher_pass():
         return full.run(teacher.embed(inputs), all_layers)
@@ -138,13 +161,16 @@ def main(argv: list[str] | None = None) -> int:
             student.set_budget(max_layers=cap)
             executed = float(student.forward_routed(inputs).executed.float().sum(1).mean())
             # the fixed parts (embedding, head) and the router timed beside each pair, not once
+            route = student.forward_routed(inputs).executed.cpu()
             times = interleaved({"teacher": teacher_pass, "student": lambda: student.forward_routed(inputs),
+                                 # the same layers, hard-wired: no router, no decisions (static pruning)
+                                 "static": lambda route=route: full.run(teacher.embed(inputs), route),
                                  "embed": lambda: teacher.embed(inputs), "head": lambda: teacher.head(last, batch),
                                  "router": lambda: student.gate_probs(batch)}, device, args.warmup, args.iters)
             rows.append({"keep_ratio": keep, "layers_executed": executed,
-                         **row(times, statistics.median, executed, num_layers),
+                         **row(times, statistics.median, executed, num_layers, router_share),
                          # the least disturbed pass of each: on a shared machine, the cost without the others
-                         "min": row(times, min, executed, num_layers)})
+                         "min": row(times, min, executed, num_layers, router_share)})
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     result = {
         "shape": shape, "layers_total": num_layers, "hidden_size": teacher.hidden_size,
@@ -154,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine(),
         "load_average": list(load) if load else None, "warm_up_and_compile_s": compile_s,
         "compiled_programs": student.executor.compiles, "rows": rows,
+        "router_flops_share_of_layers": router_share,
         "weights_gb": sum(p.numel() * p.element_size() for p in teacher.parameters()) / 1e9,
     }
     if args.bandwidth_tbs > 0:
@@ -163,13 +190,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['device']} {result['dtype']}, {result['torch_threads']} threads, execution {execution.value} "
           f"(warm-up incl. compile {compile_s:.1f} s); load average {result['load_average']}; medians "
           "(in brackets: the fastest pass of each)")
-    print("| keep | layers | teacher ms | student ms | ideal ms | router ms | efficiency | speed-up | ideal speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"router FLOPs: {router_share:.2%} of the decoder layers'")
+    print("| keep | layers | teacher ms | student ms | ideal ms | same layers, no router ms | router ms | efficiency "
+          "| efficiency vs no router | speed-up | ideal speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         m = r["min"]
         print(f"| {r['keep_ratio']:.2f} | {r['layers_executed']:.2f} | {r['teacher_ms']:.3f} ({m['teacher_ms']:.3f}) | "
               f"{r['student_ms']:.3f} ({m['student_ms']:.3f}) | {r['ideal_ms']:.3f} ({m['ideal_ms']:.3f}) | "
-              f"{r['router_ms']:.3f} | {r['efficiency']:.3f} ({m['efficiency']:.3f}) | {r['speedup']:.2f}x | "
+              f"{r['static_ms']:.3f} ({m['static_ms']:.3f}) | {r['router_ms']:.3f} | "
+              f"{r['efficiency']:.3f} ({m['efficiency']:.3f}) | "
+              f"{r['efficiency_vs_static']:.3f} ({m['efficiency_vs_static']:.3f}) | {r['speedup']:.2f}x | "
               f"{r['ideal_speedup']:.2f}x |")
     if args.bandwidth_tbs > 0:
         print(f"weights {result['weights_gb']:.2f} GB: read once at {args.bandwidth_tbs:g} TB/s in "
