@@ -86,12 +86,37 @@ def test_between_task_goal_is_midway_and_the_expert_reaches_it(sim):
     assert successes == 12
 
 
+def test_anywhere_layout_scatters_the_cubes_and_the_expert_reaches_them(sim):
+    """The ``anywhere`` suite: cubes inside the area, never closer than the minimum gap, a new layout
+    per seed (not the three slots), the same seed the same layout; the scripted expert succeeds."""
+    from actdistill_ros.sim.tabletop import CUBE_AREA_HIGH, CUBE_AREA_LOW, CUBE_SLOTS, MIN_CUBE_GAP_M
+
+    layouts = []
+    for seed in range(12):
+        info = sim.reset(seed, task_names("anywhere")[seed % 3])
+        assert info.instruction.split()[-2] in ("red", "green", "blue")
+        xy = np.array([sim.cube_position(c)[:2] for c in ("red", "green", "blue")])
+        assert ((xy >= CUBE_AREA_LOW - 0.005) & (xy <= CUBE_AREA_HIGH + 0.005)).all(), xy
+        gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1)[np.triu_indices(3, 1)]
+        assert gaps.min() >= MIN_CUBE_GAP_M - 0.005
+        layouts.append(xy)
+        expert = ScriptedExpert(noise_m=0.003, seed=seed)
+        while not sim.done:
+            sim.step(expert.act(sim.grip_position(), sim.goal_position()))
+        assert sim.success, f"seed {seed}"
+    off_slot = [np.abs(xy[:, None] - CUBE_SLOTS[None]).max(-1).min(1).max() for xy in layouts]
+    assert max(off_slot) > 0.05, "cubes are still in the slots"
+    sim.reset(3, "anywhere_red")
+    again = np.array([sim.cube_position(c)[:2] for c in ("red", "green", "blue")])
+    np.testing.assert_allclose(again, layouts[3], atol=1e-9)
+
+
 def test_task_selections():
     assert task_names() == ["reach_red", "reach_green", "reach_blue"]
     assert task_names("between") == ["between_red_green", "between_red_blue", "between_green_blue"]
     assert task_names("all") == list(TASKS) and len(TASKS) == sum(len(s) for s in SUITES.values())
     assert task_names("reach_blue, between,reach_blue") == ["reach_blue", *task_names("between")]
-    with pytest.raises(ValueError, match=r"unknown task\(s\) \['push'\].*suites: all, reach, between"):
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['push'\].*suites: all, reach, between, anywhere"):
         task_names("reach,push")
 
 

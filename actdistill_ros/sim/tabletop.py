@@ -27,6 +27,9 @@ WORKSPACE_HIGH = np.array([0.75, 0.25, 0.35])
 # memorised the layouts of its demonstrations and rarely reached the cube in new episodes.)
 CUBE_SLOTS = np.array([[0.5, -0.13], [0.5, 0.0], [0.5, 0.13]])
 CUBE_JITTER_M = 0.03
+# the "anywhere" layout (tasks.py): each cube uniform in this area, redrawn until all are this far apart
+CUBE_AREA_LOW, CUBE_AREA_HIGH = np.array([0.42, -0.16]), np.array([0.58, 0.16])
+MIN_CUBE_GAP_M = 0.07
 START_X, START_Y, START_Z = (0.38, 0.62), (-0.18, 0.18), (0.18, 0.28)  # gripper start area [m]
 CUBE_HALF_M = 0.025
 GOAL_ABOVE_CUBE_M = 0.055  # reach goal: this far above the cube centre (fingers clear the cube)
@@ -112,7 +115,7 @@ class TabletopSim:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         spec = TASKS[task]
         instruction = spec.instruction(int(rng.integers(len(spec.templates))))
-        cubes = self._sample_cubes(rng)
+        cubes = self._sample_cubes(rng) if spec.layout == "slots" else self._scatter_cubes(rng)
         mj = self._mj
         mj.mj_resetData(self.model, self.data)
         for colour, xy in cubes.items():
@@ -139,6 +142,16 @@ class TabletopSim:
         jitter = rng.uniform(-CUBE_JITTER_M, CUBE_JITTER_M, (len(COLOURS), 2))
         slots = zip(COLOURS, order, strict=True)
         return {colour: CUBE_SLOTS[slot] + jitter[i] for i, (colour, slot) in enumerate(slots)}
+
+    @staticmethod
+    def _scatter_cubes(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Each cube anywhere in the area, at least MIN_CUBE_GAP_M from the others (redrawn until
+        so: a pure function of the seed like everything else)."""
+        while True:
+            xy = rng.uniform(CUBE_AREA_LOW, CUBE_AREA_HIGH, (len(COLOURS), 2))
+            gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1)[np.triu_indices(len(COLOURS), 1)]
+            if gaps.min() >= MIN_CUBE_GAP_M:
+                return dict(zip(COLOURS, xy, strict=True))
 
     # -- commands -----------------------------------------------------------------------------
     def check_command(self, action: np.ndarray) -> str | None:

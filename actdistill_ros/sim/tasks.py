@@ -1,9 +1,11 @@
 """The language-conditioned tasks: which cube(s) the goal is at is only said in the instruction.
 
-Two suites. ``reach`` (the embedded default): go above one named cube. ``between``: go above
+Three suites. ``reach`` (the embedded default): go above one named cube. ``between``: go above
 the point midway between two named cubes, a relational goal that needs two cubes found and
 combined, so a router has inputs that may need more depth than others beside the reach tasks
-(issue #10). A task is named everywhere by its name; a selection is a suite, ``all`` or names.
+(issue #10). ``anywhere``: the reach tasks with the cubes anywhere in a 16 x 32 cm area instead
+of three jittered slots, so the goal must be located in the image, not picked among three
+places. A task is named everywhere by its name; a selection is a suite, ``all`` or names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class TaskSpec:
     name: str
     colours: tuple[str, ...]  # the goal is above the centre of these cubes (one: that cube; two: midway)
     templates: tuple[str, ...]  # instruction phrasings; one is drawn per episode
+    layout: str = "slots"  # where the cubes stand: "slots" (three jittered slots) or "anywhere"
 
     def instruction(self, variant: int) -> str:
         return self.templates[variant % len(self.templates)].format(first=self.colours[0], second=self.colours[-1])
@@ -34,6 +37,7 @@ BETWEEN_TEMPLATES = ("reach between the {first} and the {second} cube", "move be
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "reach": tuple(TaskSpec(f"reach_{c}", (c,), REACH_TEMPLATES) for c in COLOURS),
     "between": tuple(TaskSpec(f"between_{a}_{b}", (a, b), BETWEEN_TEMPLATES) for a, b in combinations(COLOURS, 2)),
+    "anywhere": tuple(TaskSpec(f"anywhere_{c}", (c,), REACH_TEMPLATES, layout="anywhere") for c in COLOURS),
 }
 DEFAULT_SUITE = "reach"  # what the shipped checkpoints were trained on; a seed-drawn task comes from it
 TASKS: dict[str, TaskSpec] = {spec.name: spec for suite in SUITES.values() for spec in suite}
