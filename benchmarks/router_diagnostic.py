@@ -47,6 +47,7 @@ from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
 from actdistill_ros.core.model.checkpoint import load_student, load_teacher, save_student
+from actdistill_ros.core.model.router import top_layers_mask
 from actdistill_ros.core.training.baselines import finetune_routed
 from actdistill_ros.core.training.route_stats import route_statistics
 from actdistill_ros.core.training.runs import split_dataset
@@ -105,6 +106,15 @@ def main() -> int:
     for group in information["by_own_route"]:
         print(f"inputs the router sends to {group['route']} ({group['share']:.0%}): {group['own_error_ratio']:.3f}x "
               f"there, {group['most_common_route_error_ratio']:.3f}x on the most common route")
+    suites = [_suite_of(g) for g in groups]
+    if len(set(suites)) > 1:
+        allocation = depth_by_group(student, held_out, suites, sample_errors(teacher, held_out), args.device)
+        (args.out / "depth_by_suite.json").write_text(json.dumps(allocation, indent=2))
+        for row in allocation["depth_table"]:
+            print(f"{row['group']} at its own top {row['layers']}: {row['error_ratio']:.3f}x the teacher's error there")
+        for row in allocation["allocations"]:  # the Pareto front, fewest layers first
+            print(f"depth by suite {row['layers_by_group']} ({row['layers_per_sample']:.2f} layers): "
+                  f"{row['action_error_ratio']:.3f}x overall")
     for key in ("by_suite", "by_task"):
         for g in information[key]:
             print(f"{g['group']} ({g['share']:.0%} of the inputs): {g['layers_per_sample']:.2f} layers, routes "
@@ -153,6 +163,47 @@ def uniform_depth(student, teacher, held_out, device: str) -> dict:
 
 
 @torch.no_grad()
+def depth_by_group(student, held_out, groups: list[str], teacher_errors: torch.Tensor, device: str,
+                   batch_size: int = 64) -> dict:
+    """How much depth should each group (suite) get? Each input at every uniform depth k (its own
+    top k layers by the router's scores), the error per group, then every allocation of one depth
+    per group, best first, with its mean layers per sample: what a router that knew only the group
+    and spent the depth where the action error needs it would reach (chosen on these inputs: a
+    bound), against the depth the router gave each group."""
+    student.eval()
+    scores = []
+    for start in range(0, len(held_out), batch_size):
+        inputs, _ = held_out.rows(torch.arange(start, min(start + batch_size, len(held_out))), device)
+        scores.append(student.gate_probs(student.backbone.embed(inputs)).float().cpu())
+    scores = torch.cat(scores)
+    errors = {k: run_routes(student, held_out, top_layers_mask(scores, k), device)
+              for k in range(1, student.num_layers + 1)}
+    names = list(dict.fromkeys(groups))
+    masks = {g: torch.tensor([n == g for n in groups]) for g in names}
+    teacher_mse = teacher_errors.mean().item()
+    table = [{"group": g, "layers": k,
+              "error_ratio": errors[k][masks[g]].mean().item() / teacher_errors[masks[g]].mean().item()}
+             for g in names for k in errors]
+    allocations = []
+    for depths in itertools.product(errors, repeat=len(names)):
+        per_sample = torch.zeros(len(groups))
+        layers = 0.0
+        for g, k in zip(names, depths, strict=True):
+            per_sample[masks[g]] = errors[k][masks[g]]
+            layers += k * masks[g].float().mean().item()
+        allocations.append({"layers_by_group": dict(zip(names, depths, strict=True)), "layers_per_sample": layers,
+                            "action_error_ratio": per_sample.mean().item() / teacher_mse})
+    allocations.sort(key=lambda a: (a["layers_per_sample"], a["action_error_ratio"]))
+    # the Pareto front: every allocation better than all with fewer or as many layers
+    front, best = [], float("inf")
+    for a in allocations:
+        if a["action_error_ratio"] < best:
+            front.append(a)
+            best = a["action_error_ratio"]
+    return {"groups": {g: int(masks[g].sum()) for g in names}, "depth_table": table, "allocations": front}
+
+
+@torch.no_grad()
 def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int = 64,
                reference: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample held-out action MSE [N] (normalised units, as ``training.evaluate``) with ``keep`` [N, L]
@@ -173,9 +224,13 @@ def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int =
 
 def task_labels(dataset_dir: Path, held_out_fraction: float, held_out) -> list[str]:
     """Each held-out sample's simulated-arm task (its instruction where no task has it), by the
-    sample ids ``split_dataset`` gave: held-out episode e has ids (n_train + e) * 100000 + step."""
+    sample ids ``split_dataset`` gave: held-out episode e has ids (n_train + e) * 100000 + step.
+    The ``anywhere`` tasks say what the ``reach`` tasks say: they are labelled ``reach``."""
     train, held_episodes = EpisodeDataset.load(dataset_dir).split(held_out_fraction, seed=0)
-    task_of = {spec.instruction(v): name for name, spec in TASKS.items() for v in range(len(spec.templates))}
+    task_of: dict[str, str] = {}
+    for name, spec in TASKS.items():  # an instruction two suites share (reach, anywhere): the first suite's task
+        for variant in range(len(spec.templates)):
+            task_of.setdefault(spec.instruction(variant), name)
     episodes = (held_out.sample_ids // 100_000 - len(train.episodes)).tolist()
     instructions = [held_episodes.episodes[e].instruction for e in episodes]
     return [task_of.get(text, text) for text in instructions]
