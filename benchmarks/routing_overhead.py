@@ -61,9 +61,9 @@ def _sync(device: torch.device) -> None:
 
 def interleaved(fns: dict, device: torch.device, warmup: int, iters: int) -> dict[str, list[float]]:
     """ms of every call of each function, called in turn so that drift hits all of them alike. The
-    order rotates every round: on a CPU the call right after the teacher (which sweeps every
-    layer's weights through the caches) was measured 0.3 ms slower at the default shape, whichever
-    function it was; rotating spreads that over all of them."""
+    order rotates every round: on a CPU a call right after the teacher (which sweeps every layer's
+    weights through the caches) was once measured 0.3 ms slower at the default shape; rotated, no
+    function always sits in that seat."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for i in range(warmup + iters):
