@@ -52,7 +52,7 @@ from actdistill_ros.core.training.baselines import finetune_routed
 from actdistill_ros.core.training.route_stats import route_statistics
 from actdistill_ros.core.training.runs import split_dataset
 from actdistill_ros.core.training.stages import evaluate, predict
-from actdistill_ros.sim.tasks import SUITES, TASKS
+from actdistill_ros.sim.tasks import SUITES, TASKS, task_names
 
 AFTER_THE_LAYERS = ("layers", "final_norm", "action_head", "normalizer", "rotary")
 ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_fraction", "layer_frequency",
@@ -75,6 +75,8 @@ def main() -> int:
                         help="route table errors against the recorded actions or the teacher's (in units of "
                              "the teacher's own error on the recordings either way): is an oracle's gain label noise?")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--tasks", default="all", help="the simulated-arm tasks the demonstrations were recorded "
+                        "with (sim/tasks.py): names an instruction two tasks share (reach and anywhere)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +96,7 @@ def main() -> int:
         print(f"{row['route']}: layers run {row['executed_layer_fraction']:.3f}, held-out action error "
               f"{row['action_error_ratio']:.3f}x the teacher's")
     reference = predict(teacher, held_out, routed=False)[0] if args.reference == "teacher" else None
-    groups = task_labels(dataset_dir, job["held_out_fraction"], held_out)
+    groups = task_labels(dataset_dir, job["held_out_fraction"], held_out, args.tasks)
     information = route_information(student, held_out, depth["teacher_action_mse"], args.device, reference=reference,
                                     groups=groups, teacher_errors=sample_errors(teacher, held_out))
     information["reference"] = args.reference
@@ -222,13 +224,15 @@ def run_routes(student, data, keep: torch.Tensor, device: str, batch_size: int =
     return torch.cat(errors)
 
 
-def task_labels(dataset_dir: Path, held_out_fraction: float, held_out) -> list[str]:
+def task_labels(dataset_dir: Path, held_out_fraction: float, held_out, tasks: str = "all") -> list[str]:
     """Each held-out sample's simulated-arm task (its instruction where no task has it), by the
     sample ids ``split_dataset`` gave: held-out episode e has ids (n_train + e) * 100000 + step.
-    The ``anywhere`` tasks say what the ``reach`` tasks say: they are labelled ``reach``."""
+    The ``anywhere`` tasks say what the ``reach`` tasks say: an instruction two tasks share is
+    labelled with the first of ``tasks`` (the selection the demonstrations were recorded with)."""
     train, held_episodes = EpisodeDataset.load(dataset_dir).split(held_out_fraction, seed=0)
     task_of: dict[str, str] = {}
-    for name, spec in TASKS.items():  # an instruction two suites share (reach, anywhere): the first suite's task
+    for name in task_names(tasks):
+        spec = TASKS[name]
         for variant in range(len(spec.templates)):
             task_of.setdefault(spec.instruction(variant), name)
     episodes = (held_out.sample_ids // 100_000 - len(train.episodes)).tolist()
