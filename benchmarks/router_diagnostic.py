@@ -97,8 +97,9 @@ def main() -> int:
               f"{row['action_error_ratio']:.3f}x the teacher's")
     reference = predict(teacher, held_out, routed=False)[0] if args.reference == "teacher" else None
     groups = task_labels(dataset_dir, job["held_out_fraction"], held_out, args.tasks)
+    teacher_errors = sample_errors(teacher, held_out)
     information = route_information(student, held_out, depth["teacher_action_mse"], args.device, reference=reference,
-                                    groups=groups, teacher_errors=sample_errors(teacher, held_out))
+                                    groups=groups, teacher_errors=teacher_errors)
     information["reference"] = args.reference
     name = "route_information" + ("" if args.reference == "demonstrations" else f"_{args.reference}") + ".json"
     (args.out / name).write_text(json.dumps(information, indent=2))
@@ -110,7 +111,7 @@ def main() -> int:
               f"there, {group['most_common_route_error_ratio']:.3f}x on the most common route")
     suites = [_suite_of(g) for g in groups]
     if len(set(suites)) > 1:
-        allocation = depth_by_group(student, held_out, suites, sample_errors(teacher, held_out), args.device)
+        allocation = depth_by_group(student, held_out, suites, teacher_errors, args.device)
         (args.out / "depth_by_suite.json").write_text(json.dumps(allocation, indent=2))
         for row in allocation["depth_table"]:
             print(f"{row['group']} at its own top {row['layers']}: {row['error_ratio']:.3f}x the teacher's error there")

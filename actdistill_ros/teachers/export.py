@@ -26,7 +26,6 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..core.config import RouterConfig
 from ..core.model.checkpoint import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -35,6 +34,7 @@ from ..core.model.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     load_weights,
+    routed_student,
 )
 from ..core.model.student import RoutedStudent
 from ..core.typed_config import ConfigError, from_dict, to_dict
@@ -164,16 +164,4 @@ def save_student(student: RoutedStudent, directory: Path, extra: dict | None = N
 def load_student(directory: Path, config: dict) -> RoutedStudent:
     if not (directory / HF_DIR).is_dir():
         raise CheckpointError(f"{directory}: missing {HF_DIR}/ (the student's transformers model)")
-    backbone = _build(config["teacher"], directory)
-    try:
-        router_cfg = from_dict(RouterConfig, config.get("router", {}))
-    except ConfigError as exc:
-        raise CheckpointError(f"{directory}: bad router config: {exc}") from exc
-    student = RoutedStudent(backbone, router_cfg)
-    load_weights(directory, student, "backbone." + MODEL_PREFIX)
-    inference = config.get("inference", {})
-    try:
-        student.set_budget(max_layers=inference.get("max_layers"), threshold=inference.get("threshold"))
-    except ValueError as exc:
-        raise CheckpointError(f"{directory}: bad inference settings: {exc}") from exc
-    return student.eval()
+    return routed_student(_build(config["teacher"], directory), config, directory, "backbone." + MODEL_PREFIX)

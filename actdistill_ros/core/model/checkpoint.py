@@ -194,13 +194,19 @@ def load_student(directory: str | Path) -> RoutedStudent:
     config = _read_config(directory, STUDENT_FORMAT)
     if (plugin := _external_of(config)) is not None:
         return plugin.load_student(directory, config)
-    backbone = _build_teacher(config.get("teacher", {}), directory)
+    return routed_student(_build_teacher(config.get("teacher", {}), directory), config, directory)
+
+
+def routed_student(backbone: VLATeacher, config: dict, directory: Path, skip_prefix: str = "") -> RoutedStudent:
+    """A student checkpoint's router and inference settings (``config``) on ``backbone``, its
+    weights loaded from ``directory`` (``skip_prefix``: as :func:`load_weights`); both checkpoint
+    formats (ours, the transformers adapter's) end here."""
     try:
         router_cfg = from_dict(RouterConfig, config.get("router", {}))
     except ConfigError as exc:
         raise CheckpointError(f"{directory}: bad router config: {exc}") from exc
     student = RoutedStudent(backbone, router_cfg)
-    load_weights(directory, student)
+    load_weights(directory, student, skip_prefix)
     inference = config.get("inference", {})
     try:
         student.set_budget(max_layers=inference.get("max_layers"), threshold=inference.get("threshold"))

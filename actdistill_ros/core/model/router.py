@@ -93,7 +93,7 @@ class Router(nn.Module):
         """The same function for one sample on a CPU (a robot's control loop): each span's own
         tokens through its own projection only, pooled without masks: half the projection and
         normalisation work of the batched form (which projects every token twice and masks the
-        wrong span out), about as many ops; 150 -> 103 us at the shipped size in a tight loop. The
+        wrong span out), about as many ops. The
         token indices are read on the host, free on a CPU (on a GPU the batched form avoids that
         sync; compiled, it keeps the shapes static)."""
         pooled = []
@@ -222,8 +222,8 @@ def hard_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None
 def _one_row_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None,
                        min_layers: int) -> torch.Tensor:
     """``hard_decisions`` for one sample on a CPU, on the host: a handful of Python comparisons
-    instead of up to a dozen tensor ops (54 -> 30 us at the shipped size). The same rule and the
-    same tie-break as ``top_layers_mask``."""
+    instead of up to a dozen tensor ops. The same rule and the same tie-break as
+    ``top_layers_mask``."""
     scores = probs[0].tolist()
     ranked = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties to the lower layer
     keep = [score >= threshold for score in scores]
