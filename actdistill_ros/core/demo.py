@@ -14,6 +14,7 @@ from .config import (
     GraphConfig,
     LossConfig,
     OptimConfig,
+    RouterConfig,
     TeacherTrainConfig,
     TinyVLAConfig,
 )
@@ -34,6 +35,9 @@ class DemoPreset:
     student_epochs: int
     graph: GraphConfig = field(default_factory=GraphConfig)
     keep_ratio: float = 0.45
+    # >= 1: every input runs exactly its own top ``min_layers`` layers (set keep_ratio = min_layers / L);
+    # 1: the threshold decides how many (router.py: per-input depth cost accuracy wherever we measured)
+    min_layers: int = 1
     batch_size: int = 32
     distill_batch_size: int = 32
     max_distill_episodes: int = 0  # 0: distil on every training episode
@@ -45,11 +49,22 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(MODEL_PRESETS["test"], episodes=240, steps=8, teacher_epochs=12, probe_epochs=2,
                         student_epochs=6, graph=GraphConfig(graph_dim=64, semantic_dim=64)),
     # the benchmark size (README table). Teacher: ~2 min on one H200, hours on a 2-core CPU;
-    # distillation uses 250 training episodes: ~40 min on a 2-core CPU
+    # distillation uses 250 training episodes: ~40 min on a 2-core CPU. Every input its own top 3 of
+    # the 8 layers: FLOPs 0.40 (the embedding and head cost ~0.04), under issue 10's 0.45; the
+    # threshold router at keep 0.45 had settled on one route at 1.95x the teacher's error
     "default": DemoPreset(MODEL_PRESETS["default"], episodes=1200, steps=8, teacher_epochs=40, probe_epochs=1,
                           student_epochs=4, batch_size=64, distill_batch_size=32, max_distill_episodes=250,
-                          graph=GraphConfig(graph_dim=64, semantic_dim=64)),
+                          graph=GraphConfig(graph_dim=64, semantic_dim=64), keep_ratio=3 / 8, min_layers=3),
 }
+
+
+def distill_config(p: DemoPreset, device: str = "auto") -> DistillConfig:
+    """The preset's distillation job (stages 1 and 2)."""
+    return DistillConfig(
+        graph=p.graph, loss=LossConfig(keep_ratio=p.keep_ratio), router=RouterConfig(min_layers=p.min_layers),
+        probe=OptimConfig(epochs=p.probe_epochs, batch_size=p.distill_batch_size, lr=1e-3, seed=p.seed),
+        student=OptimConfig(epochs=p.student_epochs, batch_size=p.distill_batch_size, lr=3e-4, seed=p.seed),
+        max_train_episodes=p.max_distill_episodes, device=device)
 
 
 def run_demo(out_dir: str | Path, preset: str = "quick", device: str = "auto", seed: int = 0,
@@ -68,12 +83,7 @@ def run_demo(out_dir: str | Path, preset: str = "quick", device: str = "auto", s
         model=p.model, optim=OptimConfig(epochs=p.teacher_epochs, batch_size=p.batch_size, lr=1e-3, seed=seed),
         device=device))
     print("[3/4] distilling the routed student (stage 1 probes, stage 2 distillation)", flush=True)
-    cfg = DistillConfig(
-        graph=p.graph, loss=LossConfig(keep_ratio=p.keep_ratio),
-        probe=OptimConfig(epochs=p.probe_epochs, batch_size=p.distill_batch_size, lr=1e-3, seed=seed),
-        student=OptimConfig(epochs=p.student_epochs, batch_size=p.distill_batch_size, lr=3e-4, seed=seed),
-        max_train_episodes=p.max_distill_episodes, device=device)
-    result = run_distillation(data_dir, teacher_dir, out, cfg)
+    result = run_distillation(data_dir, teacher_dir, out, distill_config(p, device))
     print("[4/4] benchmarking teacher vs student on held-out episodes", flush=True)
     bench_result = benchmark(teacher_dir, result.student_dir, data_dir, bench or BenchConfig())
     bench_result["config"]["preset"] = preset
