@@ -2,7 +2,8 @@
 
     python benchmarks/latency_budget.py [--episodes 20] [--budget-ms B | --budget-factor 1.3]
         [--hog-procs N] [--student DIR] [--teacher DIR | --no-teacher] [--tasks all]
-        [--real-time-factor 2] [--threads 0] [--device cpu] [--out runs/latency_budget] [--json F]
+        [--real-time-factor 2] [--threads 0] [--device cpu] [--inference-priority 0]
+        [--out runs/latency_budget] [--json F]
 
 Each condition is one closed-loop run on the simulated arm, by the ``actdistill eval`` machinery
 (sim and policy node each in its own process, over DDS, seeded episodes): first the *quiet*
@@ -27,6 +28,10 @@ passes; no cap counts as all layers), layers executed and, with the budget on, t
 miss count and at which loaded pass it made its first cut below the cap the quiet phase ended
 with (its window may still hold quiet passes then; None: no cut). Ratios from the same run:
 loaded/quiet p95 per condition, loaded p95 with the budget on/off, p95/budget.
+
+``--inference-priority N`` runs every condition's inference thread under ``SCHED_FIFO`` at N (the
+node's ``inference_priority``): the hogs then wait for the node, not the node for the hogs, and what
+is left of the slowdown is what they take from the caches and memory bandwidth.
 
 Latency is only part of the story in the closed loop: the sim steps every 100 ms of simulated
 time, ``--real-time-factor`` times faster than real time (default 2, as ``actdistill eval``: a
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-time-factor", type=float, default=2.0, help="simulated seconds per wall second")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the policy node (0: torch default)")
     p.add_argument("--device", default="cpu", help="policy node device (the hog loads the CPU)")
+    p.add_argument("--inference-priority", type=int, default=0,
+                   help="the policy node's inference_priority in every condition (SCHED_FIFO 1-99; 0: normal)")
     p.add_argument("--out", type=Path, default=Path("runs/latency_budget"), help="node logs (and the JSON)")
     p.add_argument("--json", type=Path, help="result JSON (default OUT/latency_budget.json)")
     args = p.parse_args(argv)
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = args.teacher or default_teacher_path()
     json_path = args.json or args.out / "latency_budget.json"
     base = dict(episodes=args.episodes, seed=args.seed, tasks=args.tasks, real_time_factor=args.real_time_factor,
-                device=args.device, node_threads=args.threads)
+                device=args.device, node_threads=args.threads, inference_priority=args.inference_priority)
 
     conditions = [("student, budget off", student, 0.0)]
     conditions.append(("student, budget on", student, args.budget_ms))  # None: calibrated from the first

@@ -107,11 +107,13 @@ class NodeProcess:
         log_dir: str | Path | None = None,
         env: dict[str, str] | None = None,
         cwd: str | Path = REPO_ROOT,
+        launcher: list[str] | None = None,
     ):
         self.namespace = namespace
         self.name = f"policy_node{namespace}"
         self.log_path = Path(tempfile.mkstemp(prefix="policy_node_", suffix=".log", dir=log_dir)[1])
         args = [
+            *(launcher or []),  # a command that runs the rest, e.g. under other rights
             sys.executable,
             "-m",
             "actdistill_ros.nodes.policy_node",

@@ -121,6 +121,9 @@ class PolicyParameters:
         "how a decided route runs: eager, compile (torch.compile per route) or cuda_graphs (CUDA only)"))
     latency_budget_ms: Float = Field(0.0, ge=0.0, le=1e6, description=(
         "keep the p95 forward latency under this by lowering the layer cap online (0 = off) [ms]"))
+    inference_priority: Int = Field(0, ge=0, le=99, description=(
+        "real-time priority (SCHED_FIFO, 1-99) of the inference thread, so that other processes cannot delay a "
+        "forward pass (Linux; needs CAP_SYS_NICE or an rtprio limit); 0 = normal scheduling"))
     image_timeout_s: Float = Field(0.5, gt=0.0, le=60.0,
                                    description="stop when the newest image is older than this [s]")
     instruction_timeout_s: Float = Field(300.0, gt=0.0, le=1e9,
@@ -198,6 +201,7 @@ class NodeConfig:
     command_timing: str
     execution: str
     latency_budget_ms: float
+    inference_priority: int
     image_timeout_s: float
     instruction_timeout_s: float
     teleop_timeout_s: float

@@ -51,6 +51,8 @@ ramp), the human command in TELEOP and SHADOW.
 Timing: ``command_timing: timer`` sends one command per control tick; ``prediction`` also sends one
 the moment a prediction is ready (a guard condition wakes the executor) and restarts the timer, so
 with the camera at the control rate commands are forward + transport old, not up to a period more.
+``inference_priority`` (> 0) puts the worker under real-time scheduling (``SCHED_FIFO``,
+:mod:`.thread_priority`): busy neighbours on the machine no longer delay a pass.
 ``latency_budget_ms`` (> 0): the worker lowers/raises the layer cap after each pass by the rule of
 :mod:`actdistill_ros.control.latency_budget` (below the operator's ``max_layers``; one layer's share
 of a full pass, for its latency model, from the checkpoint's FLOP split); ``status`` reports the
@@ -129,6 +131,7 @@ from actdistill_ros.srv import SetMode
 
 from .parameters import descriptor
 from .spin import run_node
+from .thread_priority import set_fifo_priority
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -347,6 +350,9 @@ class PolicyNode(LifecycleNode):
             self._stopping = False
         self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._worker.start()
+        if cfg.inference_priority:  # ConfigError when not permitted: on_configure then stops the worker
+            set_fifo_priority(self._worker.native_id, cfg.inference_priority)
+            self.get_logger().info(f"inference thread: SCHED_FIFO priority {cfg.inference_priority}")
         self._timer = self.create_timer(cfg.period_s, self._on_timer)
         if cfg.command_timing == "prediction":
             self._ready_signal = self.create_guard_condition(self._on_prediction_ready)

@@ -39,6 +39,7 @@ class EvalConfig:
     episode_timeout_s: Float = Field(120.0, gt=0)  # wall-clock guard per episode
     latency_budget_ms: Float = Field(0.0, ge=0)  # the policy node's latency_budget_ms (0: off; students only)
     node_threads: Int = Field(0, ge=0)  # torch CPU threads of the policy node (0: torch's default)
+    inference_priority: Int = Field(0, ge=0, le=99)  # the policy node's inference_priority (0: normal scheduling)
 
 
 def eval_seed(seed: int, index: int) -> int:
@@ -59,6 +60,8 @@ def _policy_params(checkpoint: str | Path, cfg: EvalConfig, initial_mode: str, r
               "limits.max_linear_change": 0.0, "limits.max_angular_change": 0.0, "stamp_skew_tolerance_s": 0.5}
     if cfg.latency_budget_ms > 0:  # (only then: a teacher refuses any budget)
         params["latency_budget_ms"] = float(cfg.latency_budget_ms)
+    if cfg.inference_priority:
+        params["inference_priority"] = int(cfg.inference_priority)
     return params
 
 
