@@ -19,7 +19,11 @@ Conditions, in this order, on the same episodes:
    ``--budget-factor`` x the p95 forward latency of condition 1's quiet phase (a deadline the quiet
    node keeps with some room, measured on this machine in this run, so no number is carried over
    from another machine);
-3. ``teacher`` (reference: no layers to skip, so no budget; ``--no-teacher`` skips it).
+3. with ``--inference-priority N``, conditions 1 and 2 again with the node's inference thread under
+   ``SCHED_FIFO`` at N (``inference_priority``) and the same budget: the hogs then wait for the
+   node, not the node for the hogs, and what is left of the slowdown is what they take from the
+   caches and the memory bandwidth;
+4. ``teacher`` (reference: no layers to skip, so no budget; ``--no-teacher`` skips it).
 
 Per condition x phase: success rate, the forward latency in the node (each pass once, from the
 status topic) p50/p95, passes over the budget (the same budget for every condition, so the
@@ -28,10 +32,6 @@ passes; no cap counts as all layers), layers executed and, with the budget on, t
 miss count and at which loaded pass it made its first cut below the cap the quiet phase ended
 with (its window may still hold quiet passes then; None: no cut). Ratios from the same run:
 loaded/quiet p95 per condition, loaded p95 with the budget on/off, p95/budget.
-
-``--inference-priority N`` runs every condition's inference thread under ``SCHED_FIFO`` at N (the
-node's ``inference_priority``): the hogs then wait for the node, not the node for the hogs, and what
-is left of the slowdown is what they take from the caches and memory bandwidth.
 
 Latency is only part of the story in the closed loop: the sim steps every 100 ms of simulated
 time, ``--real-time-factor`` times faster than real time (default 2, as ``actdistill eval``: a
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads of the policy node (0: torch default)")
     p.add_argument("--device", default="cpu", help="policy node device (the hog loads the CPU)")
     p.add_argument("--inference-priority", type=int, default=0,
-                   help="the policy node's inference_priority in every condition (SCHED_FIFO 1-99; 0: normal)")
+                   help="> 0: also both student conditions with the node's inference_priority at this "
+                        "(SCHED_FIFO 1-99)")
     p.add_argument("--out", type=Path, default=Path("runs/latency_budget"), help="node logs (and the JSON)")
     p.add_argument("--json", type=Path, help="result JSON (default OUT/latency_budget.json)")
     args = p.parse_args(argv)
@@ -248,18 +249,24 @@ def main(argv: list[str] | None = None) -> int:
     teacher = args.teacher or default_teacher_path()
     json_path = args.json or args.out / "latency_budget.json"
     base = dict(episodes=args.episodes, seed=args.seed, tasks=args.tasks, real_time_factor=args.real_time_factor,
-                device=args.device, node_threads=args.threads, inference_priority=args.inference_priority)
+                device=args.device, node_threads=args.threads)
 
-    conditions = [("student, budget off", student, 0.0)]
-    conditions.append(("student, budget on", student, args.budget_ms))  # None: calibrated from the first
+    # (name, checkpoint, budget: None = calibrated from the first condition, inference_priority)
+    conditions = [("student, budget off", student, 0.0, 0), ("student, budget on", student, args.budget_ms, 0)]
+    if args.inference_priority:
+        fifo = f"SCHED_FIFO {args.inference_priority}"
+        conditions += [(f"student, budget off, {fifo}", student, 0.0, args.inference_priority),
+                       (f"student, budget on, {fifo}", student, args.budget_ms, args.inference_priority)]
     if not args.no_teacher:
-        conditions.append(("teacher", teacher, 0.0))
+        conditions.append(("teacher", teacher, 0.0, 0))
     result = {"config": {**vars(args), "student": str(student), "teacher": str(teacher)},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
               "budget_ms": args.budget_ms, "budget_source": "--budget-ms" if args.budget_ms else None,
               "rows": [], "ratios": {}, "episodes": {}}
     runs: dict[str, dict] = {}
-    for name, checkpoint, budget in conditions:
+    for name, checkpoint, budget, priority in conditions:
+        if budget is None and result["budget_ms"] is not None:
+            budget = result["budget_ms"]
         if budget is None:
             quiet = [x.latency_ms for x in runs["student, budget off"]["passes"]["quiet"]]
             if not quiet:
@@ -271,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"budget: {result['budget_source']} = {budget:.2f} ms", flush=True)
         print(f"{name}: {args.episodes} episodes per task quiet, then {args.hog_procs} CPU hogs and the same "
               f"episodes again", flush=True)
-        cfg = EvalConfig(**base, latency_budget_ms=budget)
+        cfg = EvalConfig(**base, latency_budget_ms=budget, inference_priority=priority)
         log_dir = args.out / "logs" / name.replace(", ", "_").replace(" ", "_")
         runs[name] = run_condition(name, Path(checkpoint), cfg, args, log_dir)
         result["episodes"][name] = runs[name]["episodes"]
