@@ -145,6 +145,15 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_ready(self, timeout: float) -> None:
+        """Until the node logs that it is configured ("ready:"); fails with its output if it exits
+        or takes longer."""
+        end = time.monotonic() + timeout
+        while "ready:" not in self.output():
+            assert self.alive(), f"node exited before it was ready:\n{self.output()}"
+            assert time.monotonic() < end, f"node not ready after {timeout:g} s:\n{self.output()}"
+            time.sleep(0.1)
+
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout=timeout)
 

@@ -593,11 +593,7 @@ def test_params_file_start_and_clean_shutdown(checkpoint, domain_id, log_dir):
         params, unique_namespace("yaml"), domain_id, extra_args=["--params-file", str(params_file)], log_dir=log_dir
     )
     try:
-        end = time.monotonic() + STARTUP_TIMEOUT
-        while "ready:" not in node.output():
-            assert node.alive(), node.output()
-            assert time.monotonic() < end, node.output()
-            time.sleep(0.1)
+        node.wait_ready(STARTUP_TIMEOUT)
         assert "10 Hz, mode TELEOP" in node.output()
     finally:
         rc = node.stop()

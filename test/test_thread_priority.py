@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -96,11 +95,7 @@ def _node(tmp_path, launcher=None) -> NodeProcess:
 def test_node_runs_exactly_its_inference_thread_at_the_priority(tmp_path):
     node = _node(tmp_path)
     try:
-        end = time.monotonic() + STARTUP_TIMEOUT
-        while "ready:" not in node.output():
-            assert node.alive(), node.output()
-            assert time.monotonic() < end, node.output()
-            time.sleep(0.1)
+        node.wait_ready(STARTUP_TIMEOUT)
         assert f"inference thread: SCHED_FIFO priority {PRIORITY}" in node.output()
         tasks = [int(t) for t in os.listdir(f"/proc/{node.proc.pid}/task")]
         priorities = [fifo_priority(t) for t in tasks]
