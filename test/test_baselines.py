@@ -17,10 +17,14 @@ from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.model.checkpoint import load_student, load_teacher
 from actdistill_ros.core.policy import load_policy
 from actdistill_ros.core.training.baselines import (
+    GreedySelection,
+    GreedyStep,
     finetune_routed,
     fixed_route_student,
     greedy_layer_selection,
+    progressive_route,
     random_route_student,
+    set_route,
 )
 from actdistill_ros.core.training.loop import batches_per_epoch
 from actdistill_ros.core.training.runs import baseline_layer_count
@@ -78,6 +82,35 @@ def test_finetune_leaves_frozen_parts_as_they_are(demo, tmp_path):
     changed = {name for name, p in result.model.backbone.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all(name.startswith(("layers.", "final_norm", "action_head")) for name in changed)
     assert any(name.startswith("layers.0.") for name in changed)
+
+
+def test_progressive_route_drops_layers_in_greedy_order_over_the_warmup():
+    selection = GreedySelection([1], [GreedyStep(3, [0, 1, 2], 0.1), GreedyStep(0, [1, 2], 0.2),
+                                      GreedyStep(2, [1], 0.3)])
+    routes = [progressive_route(selection, 4, step / 100, warmup=0.3) for step in range(100)]
+    assert routes[0] == [0, 1, 2, 3] and routes[29] == [1] and all(r == [1] for r in routes[30:])
+    counts = [len(r) for r in routes]
+    assert counts == sorted(counts, reverse=True) and set(counts) == {1, 2, 3, 4}  # one layer at a time
+    assert [0, 1, 2] in routes and [1, 2] in routes  # each count's set is the one the greedy search kept
+    assert progressive_route(selection, 4, 0.0, warmup=0.0) == [1]  # no warm-up: the final set throughout
+
+
+def test_finetune_follows_a_route_schedule_and_ends_on_the_fixed_set(demo, tmp_path):
+    teacher = load_teacher(demo.teacher)
+    data = build_tensor_data(EpisodeDataset.load(demo.dataset), teacher)
+    selection = greedy_layer_selection(teacher, data, 1)
+    student = fixed_route_student(teacher, selection.layers)
+    seen = []
+
+    def schedule(step: int, total: int) -> None:
+        route = progressive_route(selection, teacher.num_layers, step / total, warmup=0.5)
+        set_route(student, route)
+        seen.append(len(route))
+
+    result = finetune_routed(student, data, OptimConfig(epochs=2, batch_size=8, lr=1e-3), tmp_path, "warm",
+                             on_step=schedule)
+    assert seen[0] == teacher.num_layers and seen[-1] == 1 and seen == sorted(seen, reverse=True)
+    assert result.model.router.route.nonzero().flatten().tolist() == selection.layers
 
 
 def test_baseline_layer_count_rounds_the_students_mean():

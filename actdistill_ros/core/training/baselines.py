@@ -19,6 +19,7 @@ Every baseline is a :class:`~actdistill_ros.core.model.student.RoutedStudent` wi
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,8 +82,7 @@ def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: i
         scores = []
         for layer in kept:
             route = [i for i in kept if i != layer]
-            probe.router.route.zero_()
-            probe.router.route[route] = 1.0
+            set_route(probe, route)
             scores.append((evaluate(probe, data, routed=True)["action_mse"], layer))
         mse, layer = min(scores)
         kept.remove(layer)
@@ -92,11 +92,13 @@ def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: i
 
 def finetune_routed(student: RoutedStudent, data: TensorData, cfg: OptimConfig, run_dir: Path, name: str,
                     memory: MemoryConfig | None = None, world: World = SINGLE,
-                    stop_after: int | None = None, frozen: tuple[nn.Module, ...] = ()) -> LoopResult:
+                    stop_after: int | None = None, frozen: tuple[nn.Module, ...] = (),
+                    on_step: Callable[[int, int], None] | None = None) -> LoopResult:
     """Train the backbone of a fixed- or random-route student with the action head's task loss
     alone (the router has nothing to learn); resumable like every stage (``run_dir/<name>_*``).
     ``frozen``: parts of the backbone left as they are (benchmarks/router_diagnostic.py keeps the
-    embedding a learned router reads, so that its routes cannot move)."""
+    embedding a learned router reads, so that its routes cannot move). ``on_step(step, total)``
+    runs before each step (e.g. :func:`set_route` from :func:`progressive_route`)."""
     memory = memory or MemoryConfig()
     device = next(student.parameters()).device
     check_memory_options(memory, device)
@@ -114,5 +116,26 @@ def finetune_routed(student: RoutedStudent, data: TensorData, cfg: OptimConfig, 
             out = forward_train(inputs, decode_actions=False, target=normalizer.normalize(target))
         return out.task_loss, {"task": out.task_loss.item(), "executed": out.gates.detach().float().mean().item()}
 
-    result = run_loop(name, run_dir, {"student": student}, optimizer, cfg, len(data), step, stop_after, world=world)
+    result = run_loop(name, run_dir, {"student": student}, optimizer, cfg, len(data), step, stop_after, world=world,
+                      on_step=on_step)
     return finish_training(result, student, world)
+
+
+def progressive_route(selection: GreedySelection, num_layers: int, progress: float, warmup: float) -> list[int]:
+    """The layers a statically pruned student runs at ``progress`` (0..1) of its fine-tuning when it
+    reaches its set gradually, as stage 2's keep target does (``LossConfig.keep_target``): the layer
+    count falls linearly from all of them to the selection's over the first ``warmup`` of the steps,
+    dropping layers in the greedy order (each count's set is the one the greedy search kept)."""
+    final = len(selection.layers)
+    if warmup <= 0 or progress >= warmup:
+        return list(selection.layers)
+    count = round(num_layers + (final - num_layers) * progress / warmup)
+    if count >= num_layers:
+        return list(range(num_layers))
+    return next(list(s.kept) for s in selection.trace if len(s.kept) == count)
+
+
+def set_route(student: RoutedStudent, layers: list[int]) -> None:
+    """Point a ``fixed`` router at ``layers``."""
+    student.router.route.zero_()
+    student.router.route[layers] = 1.0

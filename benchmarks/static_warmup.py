@@ -1,0 +1,113 @@
+"""Does static pruning gain from the routed student's budget warm-up? (issue 10)
+
+The task-loss-only top-1 student on reach + between, run with every input on one layer, read 1.084x
+the teacher's held-out error where the ``static`` baseline fine-tuned on that layer alone read
+1.170x with the same steps (README). The obvious difference: the student starts with every layer
+and reaches its budget over the first ``budget_warmup`` of stage 2 (``LossConfig.keep_target``),
+while the baseline runs its final layers from the first step. This fine-tunes the ``static``
+baseline's set both ways, from the same teacher, data, optimiser settings and steps as the
+distillation job in ``--run`` (its stage-2 settings, its greedy selection in
+``runs/baseline_selection.json``): ``direct`` (the baseline's recipe, rerun here so that both
+arms share this process) and ``warmup`` (``baselines.progressive_route``: the layer count falls
+linearly from all to the set's over the warm-up, dropping layers in the greedy order, then the set
+to the end). Both are benchmarked like the job's report (held-out episodes, the job's benchmark
+sample count) and on every held-out sample.
+
+    python benchmarks/static_warmup.py --run runs/between_top1 --teacher runs/between/distill/teacher \\
+        --dataset runs/between/distill/dataset --out runs/static_warmup_top1 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from actdistill_ros.core.config import LossConfig, OptimConfig
+from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
+from actdistill_ros.core.model.checkpoint import load_teacher, save_student
+from actdistill_ros.core.training.baselines import (
+    GreedySelection,
+    GreedyStep,
+    finetune_routed,
+    fixed_route_student,
+    progressive_route,
+    set_route,
+)
+from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.training.stages import evaluate
+
+ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_fraction")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True,
+                        help="a distillation job's output_dir with baselines (student/config.json, runs/)")
+    parser.add_argument("--teacher", type=Path, help="its teacher (default: RUN/teacher)")
+    parser.add_argument("--dataset", type=Path, help="its dataset (default: RUN/dataset)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--warmup", type=float, help="warm-up fraction (default: the job's loss.budget_warmup)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    teacher_dir, dataset_dir = args.teacher or args.run / "teacher", args.dataset or args.run / "dataset"
+    job = json.loads((args.run / "student" / "config.json").read_text())["distillation"]["config"]
+    optim = OptimConfig(**job["student"])
+    warmup = args.warmup if args.warmup is not None else LossConfig(**job["loss"]).budget_warmup
+    saved = json.loads((args.run / "runs" / "baseline_selection.json").read_text())
+    selection = GreedySelection(saved["layers"], [GreedyStep(**step) for step in saved["trace"]])
+    teacher = load_teacher(teacher_dir)
+    train, held_out = split_dataset(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
+    bench_cfg = BenchConfig(latency_iters=30, curve=False)
+    teacher_mse = evaluate(teacher, held_out, routed=False)["action_mse"]
+
+    result = {"run": str(args.run), "layers": selection.layers, "warmup": warmup, "optim": job["student"],
+              "teacher_held_out_mse": teacher_mse, "held_out_samples": len(held_out), "arms": {}}
+    for arm in ("direct", "warmup"):
+        student = fixed_route_student(teacher, selection.layers)
+        seen: list[int] = []
+
+        def schedule(step: int, total: int, student=student, seen=seen) -> None:
+            route = progressive_route(selection, teacher.num_layers, step / total, warmup)
+            set_route(student, route)
+            seen.append(len(route))
+
+        started = time.monotonic()
+        tuned = finetune_routed(student, train, optim, args.out / "runs", f"static_{arm}",
+                                on_step=schedule if arm == "warmup" else None)
+        seconds = time.monotonic() - started
+        student_dir = save_student(tuned.model.cpu(), args.out / arm)
+        bench = benchmark(teacher_dir, student_dir, dataset_dir, bench_cfg)
+        all_mse = evaluate(tuned.model, held_out, routed=True)["action_mse"]
+        result["arms"][arm] = {**{k: bench[k] for k in ROW_KEYS}, "eval_samples": bench_cfg.eval_samples,
+                               "action_error_ratio_all_held_out": all_mse / teacher_mse, "steps": tuned.steps,
+                               "seconds": seconds, "layers_per_step": _runs(seen)}
+        row = result["arms"][arm]
+        print(f"{arm}: held-out action error {row['action_error_ratio']:.3f}x the teacher's "
+              f"({bench_cfg.eval_samples} samples), {row['action_error_ratio_all_held_out']:.3f}x (all "
+              f"{len(held_out)}); {tuned.steps} steps in {seconds:.0f} s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "static_warmup.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _runs(values: list[int]) -> list[list[int]]:
+    """[[value, steps], ...] for each run of equal values (the warm-up's layer counts, compactly)."""
+    out: list[list[int]] = []
+    for v in values:
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
