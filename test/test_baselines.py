@@ -186,3 +186,16 @@ def test_verdict_for_a_router_that_wins_a_tie_and_no_baselines():
     # a baseline that spends more compute than the student is no rival
     assert baseline_verdict({"action_error_ratio": 1.3, "flops_ratio": 0.44,
                              "baselines": {"static": _numbers(1.0, flops=0.6)}}) is None
+
+
+def test_spread_takes_evenly_spaced_samples_from_first_to_last(demo):
+    teacher = load_teacher(demo.teacher)
+    data = build_tensor_data(EpisodeDataset.load(demo.dataset), teacher)
+    picked = data.spread(5)
+    ids = data.sample_ids.tolist()
+    positions = [ids.index(i) for i in picked.sample_ids.tolist()]
+    assert len(picked) == 5 and positions[0] == 0 and positions[-1] == len(data) - 1
+    gaps = [b - a for a, b in zip(positions[:-1], positions[1:], strict=True)]
+    assert max(gaps) - min(gaps) <= 1  # evenly spaced
+    assert torch.equal(picked.targets, data.targets[positions])
+    assert data.spread(len(data) + 10) is data

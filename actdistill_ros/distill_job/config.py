@@ -122,7 +122,10 @@ class DistillJobConfig:
         "prepared are removed first (the ingested dataset is reused while the bags and ingest settings are "
         "unchanged). Without it a rerun resumes, and one with other settings is an error naming them."
     ))
-    report_eval_samples: Int = Field(200, ge=0, description="Held-out samples for the report's action errors; 0 = all.")
+    report_eval_samples: Int = Field(1000, ge=0, description=(
+        "Held-out samples for the report's action errors, evenly spread over the held-out episodes; 0 = all. "
+        "(On the simulated arm 200 read a baseline up to 0.07 of the teacher's error off the whole set, 1000 "
+        "within 0.001.)"))
     report_latency_iters: Int = Field(20, gt=0, description=(
         "Timed batch-1 forward passes per model (and per layer cap) in the report."
     ))

@@ -39,17 +39,15 @@ class BenchConfig:
 
 
 def held_out_data(dataset_dir: str | Path, teacher, fraction: float, limit: int) -> tuple[TensorData, str]:
-    """The held-out episodes of the same split the pipeline trains with."""
+    """The held-out episodes of the same split the pipeline trains with; at most ``limit`` samples
+    (0 = all), spread over every held-out episode."""
     dataset = EpisodeDataset.load(dataset_dir)
     if len(dataset.episodes) >= 2:
         train, held = dataset.split(fraction, seed=0)
         data, note = build_tensor_data(held, teacher, id_offset=len(train.episodes)), "held-out episodes"
     else:
         data, note = build_tensor_data(dataset, teacher), "all episodes (too few to hold any out)"
-    if limit and len(data) > limit:
-        rows = torch.arange(limit)
-        data = TensorData({k: v[rows] for k, v in data.inputs.items()}, data.targets[rows], data.sample_ids[rows])
-    return data, note
+    return (data.spread(limit) if limit else data), note
 
 
 def _sync(device: torch.device) -> None:

@@ -61,14 +61,6 @@ def random_route_student(teacher: VLATeacher, layers_per_pass: int) -> RoutedStu
     return RoutedStudent(copy.deepcopy(teacher), RouterConfig(kind="random", random_layers=layers_per_pass))
 
 
-def subset(data: TensorData, limit: int) -> TensorData:
-    """The first ``limit`` samples, spread over the whole set (every k-th sample)."""
-    if len(data) <= limit:
-        return data
-    rows = torch.linspace(0, len(data) - 1, limit).round().long()
-    return TensorData({k: v[rows] for k, v in data.inputs.items()}, data.targets[rows], data.sample_ids[rows])
-
-
 @torch.no_grad()
 def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: int) -> GreedySelection:
     """Drop layers one at a time, each time the one whose removal gives the lowest action error

@@ -36,7 +36,6 @@ from .baselines import (
     fixed_route_student,
     greedy_layer_selection,
     random_route_student,
-    subset,
 )
 from .parallel import World, device_for, init_world
 from .route_stats import routing_warnings
@@ -324,7 +323,7 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
                  "dataset_sha256": dataset_sha256(dataset_dir)}
     if selection is None or any(selection.get(k) != v for k, v in made_from.items()):
         notify("baselines", {"selecting": layers})
-        greedy = greedy_layer_selection(teacher, subset(train, SELECTION_SAMPLES), layers)
+        greedy = greedy_layer_selection(teacher, train.spread(SELECTION_SAMPLES), layers)
         selection = {**made_from, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
                      "trace": [asdict(step) for step in greedy.trace]}
         _write_json(selection_path, selection)

@@ -60,6 +60,15 @@ class TensorData:
     def rows(self, rows: torch.Tensor, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         return {k: v[rows].to(device) for k, v in self.inputs.items()}, self.targets[rows].to(device)
 
+    def spread(self, limit: int) -> TensorData:
+        """At most ``limit`` samples, evenly spaced over the whole set (every k-th): drawn from every
+        episode, not the first few (on the simulated arm the first 200 held-out samples read a
+        baseline's error ratio 1.170 where the whole split reads 1.102, 200 spread 1.063)."""
+        if len(self) <= limit:
+            return self
+        rows = torch.linspace(0, len(self) - 1, limit).round().long()
+        return TensorData({k: v[rows] for k, v in self.inputs.items()}, self.targets[rows], self.sample_ids[rows])
+
 
 def chunk_targets(actions: np.ndarray, chunk: int) -> np.ndarray:
     """[T, 7] -> [T, chunk, 7]: the next ``chunk`` actions; past the episode end, zero
