@@ -1,0 +1,63 @@
+"""A distillation job's student and baselines, their held-out action errors on *every* held-out sample.
+
+Reports written before ``report_eval_samples`` took its samples spread over the held-out episodes
+read the first 200 held-out samples only (about 17 episodes of the simulated arm), which put one
+baseline 0.07 of the teacher's error off the whole held-out set. This rereads a finished job's
+checkpoints on the whole split (the job's own split and ``max_train_episodes``), no training, no
+timing: ``RUN/student`` and every ``RUN/baselines/<name>``.
+
+    python benchmarks/held_out_errors.py --run runs/top2_baselines --teacher runs/shipped/distill/teacher \\
+        --dataset runs/shipped/distill/dataset --json runs/top2_baselines/held_out_errors.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from actdistill_ros.core.model.checkpoint import load_student, load_teacher
+from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.training.stages import evaluate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a distillation job's output_dir")
+    parser.add_argument("--teacher", type=Path, help="its teacher (default: RUN/teacher)")
+    parser.add_argument("--dataset", type=Path, help="its dataset (default: RUN/dataset)")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    teacher_dir, dataset_dir = args.teacher or args.run / "teacher", args.dataset or args.run / "dataset"
+    job = json.loads((args.run / "student" / "config.json").read_text())["distillation"]["config"]
+    teacher = load_teacher(teacher_dir)
+    _, held_out = split_dataset(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
+    teacher_mse = evaluate(teacher, held_out, routed=False)["action_mse"]
+    checkpoints = {"student": args.run / "student"}
+    baselines = args.run / "baselines"
+    if baselines.is_dir():
+        checkpoints.update({d.name: d for d in sorted(baselines.iterdir()) if (d / "config.json").is_file()})
+    rows = {}
+    for name, directory in checkpoints.items():
+        metrics = evaluate(load_student(directory), held_out, routed=True)
+        rows[name] = {"action_error_ratio": metrics["action_mse"] / teacher_mse,
+                      "executed_layer_fraction": metrics.get("executed_layer_fraction")}
+        print(f"{name}: {rows[name]['action_error_ratio']:.3f}x the teacher's held-out action error "
+              f"({len(held_out)} samples)", flush=True)
+    result = {"run": str(args.run), "teacher": str(teacher_dir), "dataset": str(dataset_dir),
+              "held_out_samples": len(held_out), "teacher_action_mse": teacher_mse, "rows": rows}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
