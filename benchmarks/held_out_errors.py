@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from actdistill_ros.core.model.checkpoint import load_student, load_teacher
-from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.model.checkpoint import load_student
+from actdistill_ros.core.training.runs import read_finished_job
 from actdistill_ros.core.training.stages import evaluate
 
 
@@ -35,11 +35,9 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    teacher_dir, dataset_dir = args.teacher or args.run / "teacher", args.dataset or args.run / "dataset"
-    job = json.loads((args.run / "student" / "config.json").read_text())["distillation"]["config"]
-    teacher = load_teacher(teacher_dir)
-    _, held_out = split_dataset(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
-    teacher_mse = evaluate(teacher, held_out, routed=False)["action_mse"]
+    job = read_finished_job(args.run, args.teacher, args.dataset)
+    held_out = job.held_out
+    teacher_mse = evaluate(job.teacher, held_out, routed=False)["action_mse"]
     checkpoints = {"student": args.run / "student"}
     baselines = args.run / "baselines"
     if baselines.is_dir():
@@ -51,7 +49,7 @@ def main() -> int:
                       "executed_layer_fraction": metrics.get("executed_layer_fraction")}
         print(f"{name}: {rows[name]['action_error_ratio']:.3f}x the teacher's held-out action error "
               f"({len(held_out)} samples)", flush=True)
-    result = {"run": str(args.run), "teacher": str(teacher_dir), "dataset": str(dataset_dir),
+    result = {"run": str(args.run), "teacher": str(job.teacher_dir), "dataset": str(job.dataset_dir),
               "held_out_samples": len(held_out), "teacher_action_mse": teacher_mse, "rows": rows}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

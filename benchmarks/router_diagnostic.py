@@ -46,11 +46,11 @@ import torch
 from actdistill_ros.core.config import OptimConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
-from actdistill_ros.core.model.checkpoint import load_student, load_teacher, save_student
+from actdistill_ros.core.model.checkpoint import load_student, save_student
 from actdistill_ros.core.model.router import top_layers_mask
 from actdistill_ros.core.training.baselines import finetune_routed
 from actdistill_ros.core.training.route_stats import route_statistics
-from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.training.runs import read_finished_job
 from actdistill_ros.core.training.stages import evaluate, predict
 from actdistill_ros.sim.tasks import SUITES, TASKS, task_names
 
@@ -82,11 +82,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     student_dir = args.student or args.run / "student"
-    teacher_dir, dataset_dir = args.teacher or args.run / "teacher", args.dataset or args.run / "dataset"
-    job = json.loads((student_dir / "config.json").read_text())["distillation"]["config"]
+    finished = read_finished_job(args.run, args.teacher, args.dataset, student_dir)
+    job, teacher, train, held_out = finished.config, finished.teacher, finished.train, finished.held_out
+    teacher_dir, dataset_dir = finished.teacher_dir, finished.dataset_dir
     optim = OptimConfig(**job["student"])
-    teacher = load_teacher(teacher_dir)
-    train, held_out = split_dataset(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
     student = load_student(student_dir).to(args.device)
     student.router.requires_grad_(False)
     depth = uniform_depth(student, teacher, held_out, args.device)

@@ -29,7 +29,7 @@ import torch
 
 from actdistill_ros.core.config import LossConfig, OptimConfig
 from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
-from actdistill_ros.core.model.checkpoint import load_teacher, save_student
+from actdistill_ros.core.model.checkpoint import save_student
 from actdistill_ros.core.training.baselines import (
     GreedySelection,
     GreedyStep,
@@ -38,7 +38,7 @@ from actdistill_ros.core.training.baselines import (
     progressive_route,
     set_route,
 )
-from actdistill_ros.core.training.runs import split_dataset
+from actdistill_ros.core.training.runs import read_finished_job
 from actdistill_ros.core.training.stages import evaluate
 
 ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_fraction")
@@ -57,18 +57,16 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    teacher_dir, dataset_dir = args.teacher or args.run / "teacher", args.dataset or args.run / "dataset"
-    job = json.loads((args.run / "student" / "config.json").read_text())["distillation"]["config"]
-    optim = OptimConfig(**job["student"])
-    warmup = args.warmup if args.warmup is not None else LossConfig(**job["loss"]).budget_warmup
+    job = read_finished_job(args.run, args.teacher, args.dataset)
+    teacher, train, held_out, dataset_dir = job.teacher, job.train, job.held_out, job.dataset_dir
+    optim = OptimConfig(**job.config["student"])
+    warmup = args.warmup if args.warmup is not None else LossConfig(**job.config["loss"]).budget_warmup
     saved = json.loads((args.run / "runs" / "baseline_selection.json").read_text())
     selection = GreedySelection(saved["layers"], [GreedyStep(**step) for step in saved["trace"]])
-    teacher = load_teacher(teacher_dir)
-    train, held_out = split_dataset(dataset_dir, job["held_out_fraction"], teacher, job.get("max_train_episodes", 0))
     bench_cfg = BenchConfig(latency_iters=30, curve=False)
     teacher_mse = evaluate(teacher, held_out, routed=False)["action_mse"]
 
-    result = {"run": str(args.run), "layers": selection.layers, "warmup": warmup, "optim": job["student"],
+    result = {"run": str(args.run), "layers": selection.layers, "warmup": warmup, "optim": job.config["student"],
               "teacher_held_out_mse": teacher_mse, "held_out_samples": len(held_out), "arms": {}}
     for arm in ("direct", "warmup"):
         student = fixed_route_student(teacher, selection.layers)
@@ -84,7 +82,7 @@ def main() -> int:
                                 on_step=schedule if arm == "warmup" else None)
         seconds = time.monotonic() - started
         student_dir = save_student(tuned.model.cpu(), args.out / arm)
-        bench = benchmark(teacher_dir, student_dir, dataset_dir, bench_cfg)
+        bench = benchmark(job.teacher_dir, student_dir, dataset_dir, bench_cfg)
         all_mse = evaluate(tuned.model, held_out, routed=True)["action_mse"]
         result["arms"][arm] = {**{k: bench[k] for k in ROW_KEYS}, "eval_samples": bench_cfg.eval_samples,
                                "action_error_ratio_all_held_out": all_mse / teacher_mse, "steps": tuned.steps,

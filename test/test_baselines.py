@@ -27,7 +27,7 @@ from actdistill_ros.core.training.baselines import (
     set_route,
 )
 from actdistill_ros.core.training.loop import batches_per_epoch
-from actdistill_ros.core.training.runs import baseline_layer_count
+from actdistill_ros.core.training.runs import baseline_layer_count, read_finished_job
 from actdistill_ros.core.training.stages import build_tensor_data, evaluate
 from actdistill_ros.core.typed_config import ConfigError
 from actdistill_ros.distill_job import config_from_mapping, run_distill_job
@@ -139,6 +139,10 @@ def test_job_trains_baselines_at_the_students_layer_count_with_the_same_budget(d
         act = policy.act(np.full((32, 32, 3), 100, np.uint8), "push the blue cube")
         assert act.layers_executed == layers and np.isfinite(act.actions).all()
     assert load_student(out / "baselines" / "static").router.kind == "fixed"
+    # read back for analysis (benchmarks/*.py): the same split the job's stages used
+    finished = read_finished_job(out, demo.teacher, demo.dataset)
+    assert len(finished.held_out) == report["held_out"]["held_out_samples"]
+    assert len(finished.train) == train_samples(Path(demo.dataset), cfg.distill_config().held_out_fraction)
     assert load_student(out / "baselines" / "random").router.cfg.random_layers == layers
     # the same fine-tuning budget as stage 2; the untuned one keeps the teacher's weights
     dcfg = cfg.distill_config()

@@ -75,6 +75,32 @@ def split_dataset(dataset_dir: str | Path, held_out_fraction: float, teacher,
     return build_tensor_data(train, teacher), build_tensor_data(held_out, teacher, id_offset=n_train)
 
 
+@dataclass
+class FinishedJob:
+    """A distillation job's output read back for analysis: its stage settings and teacher, and
+    the same train/held-out split its stages used."""
+
+    config: dict  # the student checkpoint's distillation config (OptimConfig / LossConfig fields, ...)
+    teacher_dir: Path
+    dataset_dir: Path
+    teacher: TinyVLA
+    train: TensorData
+    held_out: TensorData
+
+
+def read_finished_job(run_dir: str | Path, teacher_dir: str | Path | None = None,
+                      dataset_dir: str | Path | None = None, student_dir: str | Path | None = None) -> FinishedJob:
+    """``run_dir``: a job's output_dir; the teacher, dataset and student default to its
+    ``teacher/``, ``dataset/`` and ``student/`` (a job given a dataset elsewhere needs it named)."""
+    run = Path(run_dir)
+    teacher_path, dataset_path = Path(teacher_dir or run / "teacher"), Path(dataset_dir or run / "dataset")
+    config = json.loads((Path(student_dir or run / "student") / "config.json").read_text())["distillation"]["config"]
+    teacher = load_teacher(teacher_path)
+    train, held_out = split_dataset(dataset_path, config["held_out_fraction"], teacher,
+                                    config.get("max_train_episodes", 0))
+    return FinishedJob(config, teacher_path, dataset_path, teacher, train, held_out)
+
+
 def dataset_provenance(dataset_dir: str | Path) -> dict:
     """What a checkpoint records about its data: no absolute paths (they are machine-specific)."""
     meta = json.loads((Path(dataset_dir) / "dataset.json").read_text())  # the index only, not the episodes
