@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/policy_node_latency.py [--checkpoint DIR | --random default] [--device cpu]
         [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224 | --width W --height H]
         [--camera-process] [--dds-profile large_images|FILE] [--set-max-layers-hz 10]
-        [--command-timing timer|prediction] [--node-source DIR] [--json out.json]
+        [--command-timing timer|prediction] [--inference-priority N] [--node-source DIR] [--json out.json]
 
 1. Bare forward: ``RoutedPolicy.load(...)`` in this process, ``act()`` on the same kind of
    images the node will get (timed with perf_counter around the call), once before and once
@@ -34,6 +34,8 @@ Options for what a real arm adds:
   (alternately 2 and 0) F times a second on average, at random moments, through its parameter
   service, as an operator tuning the budget would; compare the control period p99 with a run
   without it.
+* ``--inference-priority N``: the node's inference thread under ``SCHED_FIFO`` N (its
+  ``inference_priority`` parameter): the executor and DDS threads then never delay a pass.
 * ``--node-source DIR``: run the node from another checkout's sources (e.g. an older commit, for a
   before/after comparison); the interfaces still come from this venv.
 
@@ -146,6 +148,8 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     }
     if args.command_timing != "timer":  # (an older node, --node-source, does not know the parameter)
         params["command_timing"] = args.command_timing
+    if args.inference_priority:
+        params["inference_priority"] = int(args.inference_priority)
     if checkpoint == "":
         params.pop("checkpoint")
     node_env, node_cwd = dict(args.dds_env), REPO
@@ -318,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="set max_layers this often during the window (0 = never) [Hz]")
     parser.add_argument("--command-timing", default="timer", choices=("timer", "prediction"),
                         help="node command_timing: commands on the timer only, or also when a prediction is ready")
+    parser.add_argument("--inference-priority", type=int, default=0,
+                        help="> 0: the node's inference thread under SCHED_FIFO at this priority")
     parser.add_argument("--node-source", default="", help="run the node from this checkout's sources")
     parser.add_argument("--forward-iterations", type=int, default=100)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, both phases")
@@ -362,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                   "dds_profile": args.dds_profile or "Fast DDS defaults"},
         "set_max_layers_hz": args.set_max_layers_hz,
         "command_timing": args.command_timing,
+        "inference_priority": args.inference_priority,
         "load_average": list(os.getloadavg()),
         "node_source": args.node_source or str(REPO),
         "forward": forward,
