@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from actdistill_ros.core.config import OptimConfig, RouterConfig
 from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.model.checkpoint import load_student, load_teacher
+from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.policy import load_policy
 from actdistill_ros.core.training.baselines import (
     GreedySelection,
@@ -111,6 +112,37 @@ def test_finetune_follows_a_route_schedule_and_ends_on_the_fixed_set(demo, tmp_p
                              on_step=schedule)
     assert seen[0] == teacher.num_layers and seen[-1] == 1 and seen == sorted(seen, reverse=True)
     assert result.model.router.route.nonzero().flatten().tolist() == selection.layers
+
+
+def test_a_ranked_router_starts_every_input_on_the_top_level_and_warms_up_in_rank_order():
+    selection = GreedySelection([1, 3], [GreedyStep(2, [0, 1, 3], 0.1), GreedyStep(0, [1, 3], 0.2)])
+    assert selection.levels() == [[1, 3], [0], [2]]  # kept, then the last dropped first
+    teacher = tiny_teacher()
+    inputs = tiny_inputs(teacher, batch=6)
+    student = RoutedStudent.from_teacher(teacher, RouterConfig(router_dim=8, min_layers=2, init_route="greedy"))
+    student.router.rank_layers(selection.levels())
+    student.set_budget(max_layers=2)
+    assert student.eval().forward_routed(inputs).executed.tolist() == [[False, True, False, True]] * 6
+    # stage 2's warm-up cut at 3 of 4 layers keeps the next level for every input, not a random layer
+    gates = student.train().forward_train(inputs, decode_actions=False, keep_ratio=0.75).gates
+    assert (gates > 0.5).tolist() == [[True, True, False, True]] * 6
+    with pytest.raises(ConfigError, match="init_route"):
+        RouterConfig(init_route="best").validate()
+    with pytest.raises(ConfigError, match="init_route"):
+        RouterConfig(kind="fixed", fixed_layers=[0], init_route="greedy").validate()
+
+
+def test_a_greedy_started_router_and_the_baselines_share_one_layer_search(demo, tmp_path):
+    out = tmp_path / "out"
+    mapping = job_mapping(demo, out, bags="", dataset=str(demo.dataset), baselines=True, keep_ratio=0.5)
+    mapping["distill"]["router"].update(min_layers=2, init_route="greedy")
+    events: list[dict] = []
+    assert run_distill_job(config_from_mapping(mapping), progress=events.append).finished
+    selection = json.loads((out / "runs" / "baseline_selection.json").read_text())
+    assert selection["layers_per_pass"] == 2 and len(selection["layers"]) == 2
+    assert load_student(out / "baselines" / "static").router.cfg.fixed_layers == selection["layers"]
+    searches = [e for e in events if "ranking the layers" in str(e.get("message", ""))]
+    assert len(searches) == 1 and searches[0]["stage"] == "student"  # the baselines reused it
 
 
 def test_baseline_layer_count_rounds_the_students_mean():

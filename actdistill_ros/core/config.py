@@ -133,6 +133,7 @@ class GraphConfig:
 
 
 ROUTER_KINDS = ("learned", "fixed", "random")
+ROUTE_STARTS = ("open", "greedy")
 
 
 @config_dataclass
@@ -154,8 +155,17 @@ class RouterConfig:
     # the depths a latency deadline may cut it to (a top-2-only student is 2x worse at one layer);
     # [] = always min_layers. Inference still runs min_layers (the node's cap may lower it).
     train_depths: list[Int] = field(default_factory=list)
+    # where a learned router starts stage 2: "open" (every gate at init_bias; the warm-up's gradients
+    # pick the layers) or "greedy" (gates ranked by the static baseline's greedy search on the teacher:
+    # every input starts on the best fixed route, and the router learns where to depart from it)
+    init_route: str = "open"
 
     def validate(self) -> None:
+        if self.init_route not in ROUTE_STARTS:
+            raise ConfigError(f"router.init_route: unknown start {self.init_route!r}; valid: {', '.join(ROUTE_STARTS)}")
+        if self.init_route == "greedy" and self.kind != "learned":
+            raise ConfigError("router.init_route: 'greedy' ranks a learned router's gates; fixed and random "
+                              "routers have none")
         if self.train_depths and (self.kind != "learned" or self.min_layers < 1):
             raise ConfigError("router.train_depths: needs the learned router with top-k routing (min_layers >= 1)")
         if any(depth < 1 for depth in self.train_depths):

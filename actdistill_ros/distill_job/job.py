@@ -497,6 +497,9 @@ class _Job:
                 self.emit(stage, "started", total=totals[stage], fraction=0.0)
                 watchers[stage] = _MetricsWatcher(self.runs / f"{stage}_metrics.jsonl", stage, totals[stage],
                                                   self.emit).start()
+            elif stage == "student" and info.get("ranking_layers"):
+                self.emit("student", "running", message="ranking the layers for the router's start "
+                                                        "(router.init_route: greedy; the static baseline's search)")
             elif stage in totals and info.get("skipped"):
                 skipped.add(stage)
                 self.emit(stage, "skipped", message=f"{stage} stage already finished")

@@ -111,6 +111,16 @@ class Router(nn.Module):
         return torch.sigmoid(self.logits(embeddings, vision_mask, text_mask) - self.logit_offset)
 
     @torch.no_grad()
+    def rank_layers(self, levels: list[list[int]], margin: float = 1.0) -> None:
+        """Start every input on one ranked route: the gate biases fall by ``margin`` (logits) per
+        level, ``levels[0]`` highest, so the budget warm-up's batch cut drops the layers of the last
+        level first and a top-k router ends on ``levels[0]``. The per-input weights stay as
+        initialised (near zero: std 0.01 gives logits of ~0.1), so a margin of one logit lets the
+        router reorder neighbouring levels within a run but not jump across the ranking at once."""
+        for level, layers in enumerate(levels):
+            self.gate_head.bias[list(layers)] = self.cfg.init_bias - margin * level
+
+    @torch.no_grad()
     def track_offset(self, batch_offset: float, momentum: float) -> None:
         """Move the inference offset ``momentum`` of the way towards a training batch's exact
         budget offset (``budget_offset`` of its scores): a running average over batches."""

@@ -50,6 +50,15 @@ class GreedySelection:
     layers: list[int]
     trace: list[GreedyStep] = field(default_factory=list)
 
+    def levels(self) -> list[list[int]]:
+        """The layers by how long the search kept them: [the kept set, the last layer dropped, ...,
+        the first]: a learned router's starting ranking (``Router.rank_layers``)."""
+        return [sorted(self.layers)] + [[step.removed] for step in reversed(self.trace)]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GreedySelection:
+        return cls(list(data["layers"]), [GreedyStep(**step) for step in data["trace"]])
+
 
 def fixed_route_student(teacher: VLATeacher, layers: list[int]) -> RoutedStudent:
     """A copy of ``teacher`` that always runs ``layers``."""

@@ -32,6 +32,7 @@ from ..typed_config import ConfigError, to_dict
 from .baselines import (
     BASELINES,
     SELECTION_SAMPLES,
+    GreedySelection,
     finetune_routed,
     fixed_route_student,
     greedy_layer_selection,
@@ -212,11 +213,18 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     teacher_mse = _mse(cached.actions, teacher.normalizer.normalize(held_out.targets.to(device)).cpu())
     world.barrier()
 
+    start = None
+    if cfg.router.init_route == "greedy" and not student_finished:  # before the teacher becomes the student
+        start = GreedySelection.from_dict(greedy_selection(
+            run_dir, teacher, train, route_start_layers(cfg, teacher.num_layers), dataset_dir, teacher_sha,
+            on_search=lambda: notify("student", {"ranking_layers": True}), write=world.is_main))
     if cfg.memory.release_teacher:
         student = RoutedStudent(teacher, cfg.router).to(device)  # the teacher's weights, trained in place
         del teacher
     else:
         student = RoutedStudent.from_teacher(teacher, cfg.router).to(device)
+    if start is not None:  # (a resumed stage 2 then restores its own router from its checkpoint)
+        student.router.rank_layers(start.levels())
     if not student_finished:
         notify("student", {"started": True})
         if world.is_main:
@@ -343,16 +351,8 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
     everything = to_dict(cfg)
     settings = {k: everything[k] for k in ("student", "memory", "held_out_fraction", "max_train_episodes")}
 
-    selection_path = run_dir / "baseline_selection.json"
-    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else None
-    made_from = {"layers_per_pass": layers, "teacher_sha256": provenance["teacher_sha256"],
-                 "dataset_sha256": dataset_sha256(dataset_dir)}
-    if selection is None or any(selection.get(k) != v for k, v in made_from.items()):
-        notify("baselines", {"selecting": layers})
-        greedy = greedy_layer_selection(teacher, train.spread(SELECTION_SAMPLES), layers)
-        selection = {**made_from, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
-                     "trace": [asdict(step) for step in greedy.trace]}
-        _write_json(selection_path, selection)
+    selection = greedy_selection(run_dir, teacher, train, layers, dataset_dir, provenance["teacher_sha256"],
+                                 on_search=lambda: notify("baselines", {"selecting": layers}))
 
     built = {
         "static": lambda: fixed_route_student(teacher, selection["layers"]),
@@ -384,6 +384,33 @@ def run_baselines(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: str
                                                               **provenance}})
         mark_done(run_dir, f"baseline_{name}", {"steps": steps}, identity)
     return paths
+
+
+def greedy_selection(run_dir: Path, teacher, train: TensorData, layers: int, dataset_dir: str | Path,
+                     teacher_sha: str, on_search: Callable[[], None] | None = None, write: bool = True) -> dict:
+    """The static baseline's greedy layer selection down to ``layers`` (``baselines.py``), read from
+    ``run_dir/baseline_selection.json`` when it was made from this teacher, dataset and layer count,
+    else searched (``on_search`` first: it takes minutes on big models) and written there: the
+    baselines and a router started from it (``router.init_route: greedy``) share one search."""
+    path = run_dir / "baseline_selection.json"
+    selection = json.loads(path.read_text()) if path.is_file() else None
+    made_from = {"layers_per_pass": layers, "teacher_sha256": teacher_sha,
+                 "dataset_sha256": dataset_sha256(dataset_dir)}
+    if selection is None or any(selection.get(k) != v for k, v in made_from.items()):
+        if on_search:
+            on_search()
+        greedy = greedy_layer_selection(teacher, train.spread(SELECTION_SAMPLES), layers)
+        selection = {**made_from, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
+                     "trace": [asdict(step) for step in greedy.trace]}
+        if write:
+            _write_json(path, selection)
+    return selection
+
+
+def route_start_layers(cfg: DistillConfig, num_layers: int) -> int:
+    """The layer count a greedy-started router's top level holds: its ``min_layers`` when it routes
+    top-k, else the budget's share of the layers."""
+    return cfg.router.min_layers if cfg.router.min_layers >= 1 else max(1, round(cfg.loss.keep_ratio * num_layers))
 
 
 def _write_json(path: Path, data: dict) -> None:
