@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
+from finished_job_args import add_finished_job_arguments, read_job  # benchmarks/ is the script's directory
 from tqdm import tqdm
 
-from actdistill_ros.core.training.runs import read_finished_job
 from actdistill_ros.core.training.stages import TensorData
 
 
@@ -52,19 +52,13 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished distillation job (its split)")
-    parser.add_argument("--teacher", type=Path, help="its teacher (default: RUN/teacher)")
-    parser.add_argument("--dataset", type=Path, help="its dataset (default: RUN/dataset)")
+    add_finished_job_arguments(parser, "a finished distillation job (its training split)")
     parser.add_argument("--keep", type=int, default=3, help="layers each ranking keeps")
     parser.add_argument("--samples", type=int, default=1024, help="training samples, spread over the episodes")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    job = read_finished_job(args.run, args.teacher, args.dataset)
+    job = read_job(args)
     model = job.teacher.eval()  # (dropout off: the same function every pass)
     data = job.train.spread(args.samples)
     layers = model.num_layers

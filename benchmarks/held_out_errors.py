@@ -17,25 +17,18 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+from finished_job_args import add_finished_job_arguments, read_job  # benchmarks/ is the script's directory
 
 from actdistill_ros.core.model.checkpoint import load_student
-from actdistill_ros.core.training.runs import read_finished_job
 from actdistill_ros.core.training.stages import evaluate
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a distillation job's output_dir")
-    parser.add_argument("--teacher", type=Path, help="its teacher (default: RUN/teacher)")
-    parser.add_argument("--dataset", type=Path, help="its dataset (default: RUN/dataset)")
+    add_finished_job_arguments(parser)
     parser.add_argument("--json", type=Path, help="write the result here")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    job = read_finished_job(args.run, args.teacher, args.dataset)
+    job = read_job(args)
     held_out = job.held_out
     teacher_mse = evaluate(job.teacher, held_out, routed=False)["action_mse"]
     checkpoints = {"student": args.run / "student"}

@@ -26,20 +26,18 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from finished_job_args import add_finished_job_arguments, read_job  # benchmarks/ is the script's directory
 
 from actdistill_ros.core.config import LossConfig, OptimConfig
 from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
 from actdistill_ros.core.model.checkpoint import save_student
 from actdistill_ros.core.training.baselines import (
     GreedySelection,
-    GreedyStep,
     finetune_routed,
     fixed_route_student,
     progressive_route,
     set_route,
 )
-from actdistill_ros.core.training.runs import read_finished_job
 from actdistill_ros.core.training.stages import evaluate
 
 ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_fraction")
@@ -47,23 +45,16 @@ ROW_KEYS = ("flops_ratio", "speedup", "action_error_ratio", "executed_layer_frac
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True,
-                        help="a distillation job's output_dir with baselines (student/config.json, runs/)")
-    parser.add_argument("--teacher", type=Path, help="its teacher (default: RUN/teacher)")
-    parser.add_argument("--dataset", type=Path, help="its dataset (default: RUN/dataset)")
+    add_finished_job_arguments(parser, "a distillation job's output_dir with baselines (student/config.json, runs/)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--warmup", type=float, help="warm-up fraction (default: the job's loss.budget_warmup)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    job = read_finished_job(args.run, args.teacher, args.dataset)
+    job = read_job(args)
     teacher, train, held_out, dataset_dir = job.teacher, job.train, job.held_out, job.dataset_dir
     optim = OptimConfig(**job.config["student"])
     warmup = args.warmup if args.warmup is not None else LossConfig(**job.config["loss"]).budget_warmup
     saved = json.loads((args.run / "runs" / "baseline_selection.json").read_text())
-    selection = GreedySelection(saved["layers"], [GreedyStep(**step) for step in saved["trace"]])
+    selection = GreedySelection.from_dict(saved)
     bench_cfg = BenchConfig(latency_iters=30, curve=False)
     teacher_mse = evaluate(teacher, held_out, routed=False)["action_mse"]
 

@@ -29,6 +29,7 @@ from torch import nn
 from ..config import MemoryConfig, OptimConfig, RouterConfig
 from ..model.student import RoutedStudent
 from ..model.teacher import VLATeacher
+from ..progress import progress_bar
 from .loop import LoopResult, run_loop
 from .memory import apply_memory_options, autocast, check_memory_options, trainable_parameters
 from .parallel import SINGLE, World
@@ -71,23 +72,27 @@ def random_route_student(teacher: VLATeacher, layers_per_pass: int) -> RoutedStu
 
 
 @torch.no_grad()
-def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: int) -> GreedySelection:
+def greedy_layer_selection(teacher: VLATeacher, data: TensorData, keep_layers: int,
+                           progress: bool = True) -> GreedySelection:
     """Drop layers one at a time, each time the one whose removal gives the lowest action error
-    of the untuned network on ``data``, until ``keep_layers`` are left."""
+    of the untuned network on ``data``, until ``keep_layers`` are left (a bar counts the candidate
+    sets scored: minutes on a big model)."""
     if not 1 <= keep_layers <= teacher.num_layers:
         raise ValueError(f"keep_layers must be in [1, {teacher.num_layers}], got {keep_layers}")
     kept = list(range(teacher.num_layers))
     trace: list[GreedyStep] = []
     probe = fixed_route_student(teacher, kept).eval()
-    while len(kept) > keep_layers:
-        scores = []
-        for layer in kept:
-            route = [i for i in kept if i != layer]
-            set_route(probe, route)
-            scores.append((evaluate(probe, data, routed=True)["action_mse"], layer))
-        mse, layer = min(scores)
-        kept.remove(layer)
-        trace.append(GreedyStep(layer, list(kept), mse))
+    candidates = sum(range(keep_layers + 1, teacher.num_layers + 1))
+    with progress_bar(candidates, "greedy layer search", unit="set", enabled=progress) as bar:
+        while len(kept) > keep_layers:
+            scores = []
+            for layer in kept:
+                set_route(probe, [i for i in kept if i != layer])
+                scores.append((evaluate(probe, data, routed=True)["action_mse"], layer))
+                bar.update(1)
+            mse, layer = min(scores)
+            kept.remove(layer)
+            trace.append(GreedyStep(layer, list(kept), mse))
     return GreedySelection(kept, trace)
 
 

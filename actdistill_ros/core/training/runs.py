@@ -216,7 +216,7 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     start = None
     if cfg.router.init_route == "greedy" and not student_finished:  # before the teacher becomes the student
         start = GreedySelection.from_dict(greedy_selection(
-            run_dir, teacher, train, route_start_layers(cfg, teacher.num_layers), dataset_dir, teacher_sha,
+            run_dir, teacher, train, _route_start_layers(cfg, teacher.num_layers), dataset_dir, teacher_sha,
             on_search=lambda: notify("student", {"ranking_layers": True}), write=world.is_main))
     if cfg.memory.release_teacher:
         student = RoutedStudent(teacher, cfg.router).to(device)  # the teacher's weights, trained in place
@@ -391,7 +391,8 @@ def greedy_selection(run_dir: Path, teacher, train: TensorData, layers: int, dat
     """The static baseline's greedy layer selection down to ``layers`` (``baselines.py``), read from
     ``run_dir/baseline_selection.json`` when it was made from this teacher, dataset and layer count,
     else searched (``on_search`` first: it takes minutes on big models) and written there: the
-    baselines and a router started from it (``router.init_route: greedy``) share one search."""
+    baselines and a router started from it (``router.init_route: greedy``) share one search.
+    ``write=False`` (ranks other than 0): no file and no progress bar."""
     path = run_dir / "baseline_selection.json"
     selection = json.loads(path.read_text()) if path.is_file() else None
     made_from = {"layers_per_pass": layers, "teacher_sha256": teacher_sha,
@@ -399,7 +400,7 @@ def greedy_selection(run_dir: Path, teacher, train: TensorData, layers: int, dat
     if selection is None or any(selection.get(k) != v for k, v in made_from.items()):
         if on_search:
             on_search()
-        greedy = greedy_layer_selection(teacher, train.spread(SELECTION_SAMPLES), layers)
+        greedy = greedy_layer_selection(teacher, train.spread(SELECTION_SAMPLES), layers, progress=write)
         selection = {**made_from, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
                      "trace": [asdict(step) for step in greedy.trace]}
         if write:
@@ -407,7 +408,7 @@ def greedy_selection(run_dir: Path, teacher, train: TensorData, layers: int, dat
     return selection
 
 
-def route_start_layers(cfg: DistillConfig, num_layers: int) -> int:
+def _route_start_layers(cfg: DistillConfig, num_layers: int) -> int:
     """The layer count a greedy-started router's top level holds: its ``min_layers`` when it routes
     top-k, else the budget's share of the layers."""
     return cfg.router.min_layers if cfg.router.min_layers >= 1 else max(1, round(cfg.loss.keep_ratio * num_layers))
