@@ -134,6 +134,7 @@ class GraphConfig:
 
 ROUTER_KINDS = ("learned", "fixed", "random")
 ROUTE_STARTS = ("open", "greedy")
+ROUTER_CREDITS = ("gradient", "measured")
 
 
 @config_dataclass
@@ -159,8 +160,19 @@ class RouterConfig:
     # pick the layers) or "greedy" (gates ranked by the static baseline's greedy search on the teacher:
     # every input starts on the best fixed route, and the router learns where to depart from it)
     init_route: str = "open"
+    # how a learned router learns which layers matter: "gradient" (ActDistill: the straight-through
+    # gate gradient of the distillation loss) or "measured" (each layer's measured effect on the
+    # action error of the sample's current route, on credit_samples samples per batch;
+    # training/layer_credit.py)
+    credit: str = "gradient"
+    credit_samples: Int = Field(16, ge=1)
 
     def validate(self) -> None:
+        if self.credit not in ROUTER_CREDITS:
+            raise ConfigError(f"router.credit: unknown signal {self.credit!r}; valid: {', '.join(ROUTER_CREDITS)}")
+        if self.credit == "measured" and self.kind != "learned":
+            raise ConfigError("router.credit: 'measured' trains a learned router; fixed and random routers learn "
+                              "nothing")
         if self.init_route not in ROUTE_STARTS:
             raise ConfigError(f"router.init_route: unknown start {self.init_route!r}; valid: {', '.join(ROUTE_STARTS)}")
         if self.init_route == "greedy" and self.kind != "learned":
@@ -303,5 +315,11 @@ class DistillConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self) -> None:
+        if self.router.credit == "measured" and not self.loss.budget_control:
+            raise ConfigError("router.credit: 'measured' needs loss.budget_control: true (the router then learns "
+                              "no budget from the loss, only the batch cut meets it)")
+        if self.router.credit == "measured" and self.distributed.strategy == "fsdp":
+            raise ConfigError("router.credit: 'measured' runs the backbone outside the training forward, which "
+                              "FSDP's sharded layers do not allow; use distributed.strategy ddp or none")
         if self.memory.lora_rank and not self.train_backbone:
             raise ConfigError("memory.lora_rank > 0 adapts the backbone: it needs train_backbone: true")

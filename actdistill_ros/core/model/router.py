@@ -28,6 +28,11 @@ held-out error of 1.32x the teacher's; the same student running every input's ow
 1.13x, and a student trained so (``min_layers`` = keep_ratio x L: every input runs exactly its own
 top k, the cut then only decides which) 1.06x. Set ``min_layers`` so unless the inputs really
 differ in the depth they need (README Results).
+
+**What the router learns from.** ActDistill's: the straight-through gate gradient of the
+distillation loss (``straight_through_gates``). ``RouterConfig.credit = "measured"``: each layer's
+measured effect on the action error instead (``training/layer_credit.py``), after the gradient was
+found to rank the layers nearly at random against their removal cost at default size.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ class StudentTrainOutput:
     batch: TokenBatch
     task_loss: torch.Tensor | None = None  # the head's task loss, when a target was given
     batch_offset: float | None = None  # with a keep ratio: the batch's own budget cut (router.budget_offset)
+    logits: torch.Tensor | None = None  # [B, L] a learned router's raw scores (None for fixed and random)
 
     @property
     def hidden(self) -> torch.Tensor:
@@ -90,11 +91,14 @@ class RoutedStudent(nn.Module):
     def gate_probs(self, batch: TokenBatch) -> torch.Tensor:
         return self._gates(batch)[0]
 
-    def _gates(self, batch: TokenBatch, check: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _gates(self, batch: TokenBatch, check: bool = True,
+               detach_input: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (gate probabilities [B, L], raw scores of a learned router or None). ``check=False``
-        leaves the finiteness check (a host sync on a GPU) to the caller."""
+        leaves the finiteness check (a host sync on a GPU) to the caller; ``detach_input``: the
+        router's loss does not reach the embeddings."""
         if isinstance(self.router, Router):
-            logits = self.router.logits(batch.hidden, batch.vision_mask, batch.text_mask)
+            hidden = batch.hidden.detach() if detach_input else batch.hidden
+            logits = self.router.logits(hidden, batch.vision_mask, batch.text_mask)
             probs = torch.sigmoid(logits - self.router.logit_offset)
         else:
             logits, probs = None, self.router(batch.hidden, batch.vision_mask, batch.text_mask)
@@ -104,21 +108,26 @@ class RoutedStudent(nn.Module):
 
     def forward_train(self, inputs: dict[str, torch.Tensor], decode_actions: bool = True,
                       target: torch.Tensor | None = None, keep_ratio: float | None = None,
-                      gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StudentTrainOutput:
+                      gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      gate_gradient: bool = True) -> StudentTrainOutput:
         """Every layer runs, mixed in by its straight-through gate. With a normalised chunk
         ``target`` also the action head's own task loss (``out.task_loss``). ``decode_actions=False``
         skips the head's inference pass (training needs only the task loss; for token and flow
         heads decoding is a loop of its own). ``keep_ratio`` (learned router): the batch is cut at
         its own budget quantile instead of the inference threshold (``router.py``); without it the
         gates are exactly what inference decides. ``gather`` (several processes): the cut is taken
-        over the scores of every rank's shard, i.e. the global batch."""
+        over the scores of every rank's shard, i.e. the global batch. ``gate_gradient=False``: hard
+        gates that pass no gradient to the router or, through it, to the embeddings (a router that
+        learns from measured layer credit instead, ``training/layer_credit.py``)."""
         batch = self.backbone.embed(inputs)
-        probs, logits = self._gates(batch)
+        probs, logits = self._gates(batch, detach_input=not gate_gradient)
         batch_offset = None
         if keep_ratio is not None and logits is not None:
             scores = logits.detach() if gather is None else gather(logits.detach())
             batch_offset = budget_offset(scores, keep_ratio, self.min_layers, self.threshold)
             probs = torch.sigmoid(logits - batch_offset)
+        if not gate_gradient:  # the loss terms on the gates (balance, budget) then reach no weight either
+            probs = probs.detach()
         gates = straight_through_gates(probs, self.threshold, self.min_layers)
         hidden = batch.hidden
         per_layer = []
@@ -128,7 +137,7 @@ class RoutedStudent(nn.Module):
             per_layer.append(hidden)
         actions = self.backbone.head(hidden, batch) if decode_actions else None
         task = None if target is None else self.backbone.head_loss(hidden, batch, target)
-        return StudentTrainOutput(actions, probs, gates, per_layer, batch, task, batch_offset)
+        return StudentTrainOutput(actions, probs, gates, per_layer, batch, task, batch_offset, logits)
 
     @torch.no_grad()
     def forward_routed(self, inputs: dict[str, torch.Tensor]) -> StudentRoutedOutput:

@@ -31,6 +31,7 @@ from ..model.student import RoutedStudent
 from ..model.teacher import VLATeacher
 from ..typed_config import ConfigError
 from .augment import batch_generator, random_shift
+from .layer_credit import credit_loss, measure_layer_values
 from .loop import LoopResult, run_loop
 from .losses import distillation_loss
 from .memory import (
@@ -351,7 +352,9 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
                     cfg: DistillConfig, run_dir: Path, stop_after: int | None = None,
                     world: World = SINGLE) -> LoopResult:
     """Stage 2: train router (+ backbone) with the full ActDistill objective. The probes
-    are frozen: they define the semantic space the teacher records live in.
+    are frozen: they define the semantic space the teacher records live in. With
+    ``router.credit: measured`` the router learns from the layers' measured values instead of the
+    objective's gate gradient (``layer_credit.py``).
 
     Needs no teacher model: the teacher enters only through ``records`` (sample-keyed).
     ``result.model`` is the trained student (LoRA merged once training finished); under FSDP
@@ -374,6 +377,7 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
     gather = world.gather if world.distributed else None
     steer = cfg.loss.budget_control and isinstance(student.router, Router)
     depths = list(student.router.cfg.train_depths) if steer else []
+    measured = isinstance(student.router, Router) and student.router.cfg.credit == "measured"
     schedule = {"keep_target": cfg.loss.keep_ratio, "step": 0}
 
     def on_step(step: int, total: int) -> None:
@@ -393,13 +397,21 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
         try:
             with autocast(cfg.memory, device):
                 out = forward_train(inputs, decode_actions=False, target=target_n,
-                                    keep_ratio=keep_target if steer else None, gather=gather)
+                                    keep_ratio=keep_target if steer else None, gather=gather,
+                                    gate_gradient=not measured)
                 student_sem, student_act = probes(out.per_layer_hidden, out.batch.attention_mask)
         finally:
             student.min_layers = trained_min_layers
         loss, terms = distillation_loss(cfg.loss, out.task_loss.float(), student_sem.float(), teacher_sem,
                                         student_act.float(), teacher_act, target_n, out.gate_probs.float(),
                                         out.gates.float(), gather=gather, keep_target=keep_target)
+        if measured:  # the router learns from the layers' measured values instead (layer_credit.py)
+            sampled = torch.arange(min(student.router.cfg.credit_samples, len(rows)), device=device)
+            values = measure_layer_values(student.backbone, out.batch.select(sampled), out.gates[sampled] > 0.5,
+                                          target_n[sampled])
+            credit = credit_loss(out.logits[sampled], values)
+            loss = loss + credit
+            terms["credit"] = credit.item()
         if steer:  # the cut of the global batch: every rank moves its offset the same way
             student.router.track_offset(out.batch_offset, cfg.loss.budget_momentum)
             terms["keep_target"] = keep_target

@@ -1,0 +1,133 @@
+"""Measured layer credit (router.credit: measured): the values it measures, what learns from them, and
+the router it trains on a problem where only some layers matter."""
+
+import numpy as np
+import pytest
+import torch
+
+from actdistill_ros.core.config import (
+    DistillConfig,
+    DistributedConfig,
+    GraphConfig,
+    LossConfig,
+    OptimConfig,
+    RouterConfig,
+)
+from actdistill_ros.core.data.dataset import Episode, EpisodeDataset
+from actdistill_ros.core.model.graph import LayerProbes
+from actdistill_ros.core.model.route_exec import RouteExecutor
+from actdistill_ros.core.model.student import RoutedStudent
+from actdistill_ros.core.training.layer_credit import credit_loss, measure_layer_values, toggled_routes
+from actdistill_ros.core.training.stages import (
+    TensorData,
+    build_tensor_data,
+    calibrate_router,
+    distill_student,
+    predict,
+    record_teacher,
+)
+from actdistill_ros.core.typed_config import ConfigError
+
+from core_helpers import TINY, tiny_inputs, tiny_teacher
+
+
+def test_toggled_routes_flip_one_layer_each_and_end_with_the_route():
+    route = torch.tensor([[True, False, True], [False, False, True]])
+    variants = toggled_routes(route)
+    assert variants.shape == (4, 2, 3)
+    assert torch.equal(variants[3], route)
+    for layer in range(3):
+        changed = variants[layer] != route
+        assert changed[:, layer].all() and changed.sum() == 2
+
+
+def test_layer_values_are_the_error_change_of_removing_or_adding_each_layer():
+    """Against a brute-force pass per sample and route: value = error without the layer minus error
+    with it, whether the layer was in the sample's route (removed) or not (added)."""
+    teacher = tiny_teacher()
+    inputs = tiny_inputs(teacher, batch=3)
+    batch = teacher.embed(inputs)
+    route = torch.tensor([[True, False, True, False], [True, True, True, True], [False, False, False, True]])
+    target = torch.randn(3, TINY.chunk_size, 7)
+    values = measure_layer_values(teacher, batch, route, target)
+    executor = RouteExecutor(teacher)
+
+    def error(sample: int, keep: torch.Tensor) -> float:
+        sub = batch.select(torch.tensor([sample]))
+        with torch.no_grad():
+            actions = executor.run(sub, keep[None])
+        return float(((actions[0] - target[sample]) ** 2).mean())
+
+    for sample in range(3):
+        for layer in range(TINY.num_layers):
+            with_layer, without_layer = route[sample].clone(), route[sample].clone()
+            with_layer[layer], without_layer[layer] = True, False
+            expected = error(sample, without_layer) - error(sample, with_layer)
+            assert values[sample, layer].item() == pytest.approx(expected, rel=1e-4, abs=1e-7)
+
+
+def test_with_measured_credit_only_the_credit_loss_trains_the_router():
+    """gate_gradient=False: the distillation terms (task, budget) reach no router weight and the
+    credit loss reaches no backbone weight."""
+    teacher = tiny_teacher()
+    student = RoutedStudent.from_teacher(teacher, RouterConfig(router_dim=8, min_layers=1)).train()
+    inputs = tiny_inputs(teacher, batch=4)
+    target = torch.randn(4, TINY.chunk_size, 7)
+    out = student.forward_train(inputs, decode_actions=False, target=target, keep_ratio=0.5, gate_gradient=False)
+    (out.task_loss + (out.gates.mean() - 0.3) ** 2 + out.gate_probs.sum()).backward()
+    assert all(p.grad is None or not p.grad.any() for p in student.router.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in student.backbone.parameters())
+    student.zero_grad(set_to_none=True)
+    values = measure_layer_values(student.backbone, out.batch, out.gates > 0.5, target)
+    credit_loss(out.logits, values).backward()
+    assert all(p.grad is not None for p in student.router.parameters())
+    assert all(p.grad is None for p in student.backbone.parameters())
+
+
+def test_credit_loss_is_blind_to_the_scale_of_the_errors():
+    logits = torch.randn(5, 4)
+    values = torch.randn(5, 4)
+    assert credit_loss(logits, values).item() == pytest.approx(credit_loss(logits, 1e-3 * values + 7).item(), rel=1e-5)
+
+
+def test_a_measured_credit_router_finds_the_only_layers_that_change_the_output(tmp_path):
+    """Layers 0 and 2 of the teacher are made identities (zero output projections), and the targets
+    are the teacher's own predictions: only layers 1 and 3 can matter. Trained by its measured
+    credit (backbone frozen, each input its top 2), the router sends every input through {1, 3}."""
+    teacher = tiny_teacher(seed=1)
+    with torch.no_grad():
+        for index in (0, 2):
+            teacher.layers[index].self_attn.o_proj.weight.zero_()
+            teacher.layers[index].mlp.down_proj.weight.zero_()
+    rng = np.random.default_rng(0)
+    episodes = [Episode(rng.integers(0, 255, (8, TINY.image_size, TINY.image_size, 3), dtype=np.uint8),
+                        np.zeros((8, 7), np.float32), f"move to the {colour} cube")
+                for colour in ("red", "green", "blue", "red", "green", "blue")]
+    data = build_tensor_data(EpisodeDataset(episodes), teacher)
+    teacher.normalizer.fit(torch.randn(64, TINY.chunk_size, 7))
+    own = teacher.normalizer.denormalize(predict(teacher, data, routed=False)[0])
+    data = TensorData(data.inputs, own, data.sample_ids)
+    graph = GraphConfig(graph_dim=16, semantic_dim=16, top_k=4)
+    probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, graph)
+    cfg = DistillConfig(graph=graph, router=RouterConfig(router_dim=8, min_layers=2, credit="measured",
+                                                         credit_samples=8),
+                        loss=LossConfig(keep_ratio=0.5, budget_warmup=0.2), train_backbone=False, router_lr=1e-2,
+                        student=OptimConfig(epochs=8, batch_size=8), device="cpu")
+    student = RoutedStudent.from_teacher(teacher, cfg.router)
+    result = distill_student(student, probes, record_teacher(teacher, probes, data), data, cfg, tmp_path)
+    assert all("credit" in h for h in result.history)
+    calibrate_router(student, data, 0.5)
+    _, executed = predict(student, data, routed=True)
+    assert executed[:, [1, 3]].all() and not executed[:, [0, 2]].any()
+
+
+def test_measured_credit_needs_a_learned_router_the_budget_cut_and_no_fsdp():
+    with pytest.raises(ConfigError, match="router.credit: unknown signal 'oracle'"):
+        RouterConfig(credit="oracle").validate()
+    with pytest.raises(ConfigError, match="router.credit: 'measured' trains a learned router"):
+        RouterConfig(kind="fixed", fixed_layers=[0], credit="measured").validate()
+    measured = RouterConfig(credit="measured")
+    with pytest.raises(ConfigError, match="needs loss.budget_control: true"):
+        DistillConfig(router=measured, loss=LossConfig(budget_control=False)).validate()
+    with pytest.raises(ConfigError, match="FSDP"):
+        DistillConfig(router=measured, distributed=DistributedConfig(strategy="fsdp")).validate()
