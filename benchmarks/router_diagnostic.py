@@ -48,6 +48,7 @@ from actdistill_ros.core.data.dataset import EpisodeDataset
 from actdistill_ros.core.evaluation.bench import BenchConfig, benchmark
 from actdistill_ros.core.model.checkpoint import load_student, save_student
 from actdistill_ros.core.model.router import top_layers_mask
+from actdistill_ros.core.progress import progress_bar
 from actdistill_ros.core.training.baselines import finetune_routed
 from actdistill_ros.core.training.route_stats import route_statistics
 from actdistill_ros.core.training.runs import read_finished_job
@@ -283,8 +284,12 @@ def route_information(student, held_out, teacher_mse: float, device: str, shuffl
         by_route.append({"route": share["layers"], "share": share["share"],
                          "own_error_ratio": per_sample["own route (as trained)"][mask].mean().item() / teacher_mse,
                          "most_common_route_error_ratio": per_sample[common_name][mask].mean().item() / teacher_mse})
-    fixed = [row(f"fixed {list(route)}", _fixed(route, executed))
-             for route in itertools.combinations(range(student.num_layers), depth)]
+    routes = list(itertools.combinations(range(student.num_layers), depth))
+    fixed = []
+    with progress_bar(len(routes), "every fixed set", unit="set") as bar:  # 56 sets x 1440 inputs at default size
+        for route in routes:
+            fixed.append(row(f"fixed {list(route)}", _fixed(route, executed)))
+            bar.update()
     best = min(fixed, key=lambda r: r["action_error_ratio"])
     rows.append({**best, "routes": f"best fixed set of {depth} ({best['routes'][6:]}; picked on these inputs)"})
     # oracles: loose bounds (a minimum per input also picks up what no router could predict; module doc)

@@ -20,6 +20,7 @@ def test_distill_config_carries_the_presets_budget_and_routing(name):
     cfg = distill_config(preset, device="cpu")
     assert cfg.loss.keep_ratio == preset.keep_ratio
     assert cfg.router.min_layers == preset.min_layers
+    assert cfg.router.credit == preset.credit
     assert cfg.max_train_episodes == preset.max_distill_episodes
     if preset.min_layers > 1:  # top-k: the budget is exactly k layers, no threshold left to decide depth
         assert preset.keep_ratio * preset.model.num_layers == pytest.approx(preset.min_layers)
