@@ -43,6 +43,8 @@ PG_TIMEOUT_S = 60.0  # a collective waiting longer than this raises inside the w
 GRAPH = GraphConfig(graph_dim=16, semantic_dim=16, top_k=4)
 STUDENT = OptimConfig(epochs=2, batch_size=8, lr=2e-3, checkpoint_every=2, seed=3)
 PROBE = OptimConfig(epochs=1, batch_size=8, lr=2e-3, checkpoint_every=100, seed=1)
+# measured layer credit on every sample of the global batch of 8: each rank measures its shard of 4
+MEASURED = RouterConfig(router_dim=8, credit="measured", credit_samples=8)
 
 
 def free_port() -> int:
@@ -73,10 +75,11 @@ def _build(problem: dict):
     return teacher.eval(), probes, data
 
 
-def _student_run(problem: dict, world: World, strategy: str, run_dir: Path, stop_after=None):
+def _student_run(problem: dict, world: World, strategy: str, run_dir: Path, stop_after=None,
+                 router: RouterConfig | None = None):
     teacher, probes, data = _build(problem)
     records = record_teacher(teacher, probes, data, world=world)
-    student = RoutedStudent.from_teacher(teacher, RouterConfig(router_dim=8))
+    student = RoutedStudent.from_teacher(teacher, router or RouterConfig(router_dim=8))
     student.router.load_state_dict(problem["router"])
     return distill_student(
         student, probes, records, data, _distill_cfg(strategy), run_dir, stop_after=stop_after, world=world
@@ -107,6 +110,7 @@ def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
     ddp = _student_run(problem, world, "ddp", tmp / "ddp")
     out["ddp"] = ddp.model.state_dict()
     out["ddp_history"] = ddp.history
+    out["ddp_measured"] = _student_run(problem, world, "ddp", tmp / "ddp_measured", router=MEASURED).model.state_dict()
     fsdp_world = dataclasses.replace(world, strategy="fsdp")
     _student_run(problem, fsdp_world, "fsdp", tmp / "fsdp", stop_after=3)  # "killed" after step 3
     fsdp = _student_run(problem, fsdp_world, "fsdp", tmp / "fsdp")  # resumes from the step-2 checkpoint
@@ -197,6 +201,14 @@ def test_ddp_stage2_matches_one_process_with_the_same_global_batch(problem, two_
     for one, two in zip(single.history, two_ranks["ddp_history"], strict=True):
         for key in ("total", "relational", "balance", "budget", "task"):
             assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
+
+
+def test_ddp_stage2_with_measured_credit_matches_one_process(problem, two_ranks, tmp_path):
+    """Each rank measures its own rows; the credit loss is standardised over the gathered global batch."""
+    _, prob = problem
+    single = _student_run(prob, World(), "none", tmp_path / "single", router=MEASURED)
+    assert all("credit" in h for h in single.history)
+    _assert_same_weights(two_ranks["ddp_measured"], single.model.state_dict(), atol=5e-6)
 
 
 def test_ddp_stage1_probes_match_one_process(problem, two_ranks, tmp_path):

@@ -65,7 +65,8 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
 def distill_config(p: DemoPreset, device: str = "auto") -> DistillConfig:
     """The preset's distillation job (stages 1 and 2)."""
     return DistillConfig(
-        graph=p.graph, loss=LossConfig(keep_ratio=p.keep_ratio), router=RouterConfig(min_layers=p.min_layers, credit=p.credit),
+        graph=p.graph, loss=LossConfig(keep_ratio=p.keep_ratio),
+        router=RouterConfig(min_layers=p.min_layers, credit=p.credit),
         probe=OptimConfig(epochs=p.probe_epochs, batch_size=p.distill_batch_size, lr=1e-3, seed=p.seed),
         student=OptimConfig(epochs=p.student_epochs, batch_size=p.distill_batch_size, lr=3e-4, seed=p.seed),
         max_train_episodes=p.max_distill_episodes, device=device)

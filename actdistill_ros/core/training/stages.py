@@ -406,10 +406,14 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
                                         student_act.float(), teacher_act, target_n, out.gate_probs.float(),
                                         out.gates.float(), gather=gather, keep_target=keep_target)
         if measured:  # the router learns from the layers' measured values instead (layer_credit.py)
-            sampled = torch.arange(min(student.router.cfg.credit_samples, len(rows)), device=device)
+            share = -(-student.router.cfg.credit_samples // world.size)  # each rank its part of the global batch's
+            sampled = torch.arange(min(share, len(rows)), device=device)
             values = measure_layer_values(student.backbone, out.batch.select(sampled), out.gates[sampled] > 0.5,
                                           target_n[sampled])
-            credit = credit_loss(out.logits[sampled], values)
+            logits = out.logits[sampled]
+            if gather is not None:  # standardised over the global batch's samples, as in one process
+                logits, values = gather(logits), gather(values)
+            credit = credit_loss(logits, values)
             loss = loss + credit
             terms["credit"] = credit.item()
         if steer:  # the cut of the global batch: every rank moves its offset the same way
