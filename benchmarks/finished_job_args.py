@@ -1,9 +1,11 @@
 """Command-line options of the benchmarks that reread a finished distillation job
-(held_out_errors.py, static_warmup.py, gate_gradient_check.py): which job, and torch's threads."""
+(held_out_errors.py, static_warmup.py, gate_gradient_check.py): which job, torch's threads, and
+where the result goes."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -23,3 +25,10 @@ def read_job(args: argparse.Namespace) -> FinishedJob:
     if args.threads:
         torch.set_num_threads(args.threads)
     return read_finished_job(args.run, args.teacher, args.dataset)
+
+
+def write_json(path: Path | None, result: dict) -> None:
+    """The result as JSON at ``path`` (its folder made), when the command was given one."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))

@@ -14,12 +14,11 @@ layer kept), on training samples of a finished job, and the layers each would ke
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
-from finished_job_args import add_finished_job_arguments, read_job  # benchmarks/ is the script's directory
+from finished_job_args import add_finished_job_arguments, read_job, write_json  # benchmarks/ is the script's directory
 from tqdm import tqdm
 
 from actdistill_ros.core.training.stages import TensorData
@@ -85,9 +84,7 @@ def main() -> int:
         print(f"| {row['layer']} | {row['predicted_increase']:+.4f} | {row['measured_increase']:+.4f} |")
     print(f"rank correlation {result['spearman']:+.2f}; the {args.keep} layers the gradient keeps "
           f"{result['kept_by_gradient']}, removal one at a time keeps {result['kept_by_removal']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

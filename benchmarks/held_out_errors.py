@@ -13,11 +13,10 @@ timing: ``RUN/student`` and every ``RUN/baselines/<name>``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from finished_job_args import add_finished_job_arguments, read_job  # benchmarks/ is the script's directory
+from finished_job_args import add_finished_job_arguments, read_job, write_json  # benchmarks/ is the script's directory
 
 from actdistill_ros.core.model.checkpoint import load_student
 from actdistill_ros.core.training.stages import evaluate
@@ -44,9 +43,7 @@ def main() -> int:
               f"({len(held_out)} samples)", flush=True)
     result = {"run": str(args.run), "teacher": str(job.teacher_dir), "dataset": str(job.dataset_dir),
               "held_out_samples": len(held_out), "teacher_action_mse": teacher_mse, "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 
