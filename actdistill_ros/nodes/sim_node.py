@@ -20,8 +20,8 @@ Time: the node owns simulated time and publishes it on ``/clock``; other nodes f
 than the robot would while every node still sees a 10 Hz world. Time runs on before the first
 episode and between episodes too (a frozen clock would freeze every timer of the nodes that
 follow it: no status, no stale-input watchdog). The newest valid command is
-held (zero-order hold) for at most ``command_timeout_s`` of simulated time, then the gripper
-holds still. A command that is non-finite or out of range is rejected, counted (SimEpisode)
+held (zero-order hold) for at most ``command_timeout_s`` of simulated time (whole control
+periods: 0.5 s at 10 Hz = the next 5 steps), then the gripper holds still. A command that is non-finite or out of range is rejected, counted (SimEpisode)
 and replaced by "hold still"; physics is never fed a bad value.
 
 Episodes: ``initial_seed`` >= 0 starts the first one by itself; with ``wait_for_node`` (e.g.
@@ -108,10 +108,11 @@ class SimNode(Node):
         self.sim = TabletopSim(self.cfg.sim)
         self.sim.render()  # fail at start-up, with the install hint, when no GL backend exists
         self._period = self.cfg.sim.control_period_s
-        self._sim_time = SIM_EPOCH_S
+        self._tick = 0  # simulated time in whole control periods: summing floats made the hold 5 or 6 steps
+        self._hold_ticks = math.ceil(self.cfg.command_timeout_s / self._period - 1e-9)
         self._episode = 0
         self._command = self._hold()
-        self._command_time = -math.inf  # simulated time of the newest valid command
+        self._command_tick: float = -math.inf  # tick of the newest valid command
         self._gripper = 0.0
         self._last_rejection = ""
         self.exit_code: int | None = None  # set after the last episode: run_node ends the process
@@ -156,7 +157,7 @@ class SimNode(Node):
             self._reject(reason)
             return
         self._command = command
-        self._command_time = self._sim_time
+        self._command_tick = self._tick
 
     def _reject(self, reason: str) -> None:
         self.sim.count_rejection()
@@ -199,7 +200,7 @@ class SimNode(Node):
         self._seed = seed
         self._episode += 1
         self._gripper = 0.0
-        self._command, self._command_time = self._hold(), -math.inf
+        self._command, self._command_tick = self._hold(), -math.inf
         self._last_rejection = ""
         self._instruction_pub.publish(String(data=info.instruction))
         self._publish_observation()
@@ -234,7 +235,7 @@ class SimNode(Node):
     # -- stepping ---------------------------------------------------------------------------------
     def _on_tick(self) -> None:
         if self.sim.episode is None:  # between episodes time runs on, as it does for a real arm:
-            self._sim_time += self._period  # nodes on sim time keep ticking (watchdogs, status)
+            self._tick += 1  # nodes on sim time keep ticking (watchdogs, status)
             self._publish_clock()
             return
         if self._reset_due:
@@ -242,9 +243,9 @@ class SimNode(Node):
             self._reset(self._seed + 1, self.cfg.initial_task or None)
             return
         was_done = self.sim.done
-        fresh = self._sim_time - self._command_time <= self.cfg.command_timeout_s
+        fresh = self._tick - self._command_tick < self._hold_ticks
         self.sim.step(self._command if fresh else self._hold())
-        self._sim_time += self._period
+        self._tick += 1
         self._publish_observation()
         if self.sim.done and not was_done:
             self._episode_finished()
@@ -261,7 +262,7 @@ class SimNode(Node):
             self._reset_due = True  # on the next tick, after this final observation went out
 
     def _stamp(self):
-        return Time(nanoseconds=int(round(self._sim_time * 1e9))).to_msg()
+        return Time(nanoseconds=int(round((SIM_EPOCH_S + self._tick * self._period) * 1e9))).to_msg()
 
     def _publish_clock(self) -> None:
         self._clock_pub.publish(ClockMsg(clock=self._stamp()))
