@@ -17,7 +17,12 @@ from actdistill_ros.core.data.dataset import Episode, EpisodeDataset
 from actdistill_ros.core.model.graph import LayerProbes
 from actdistill_ros.core.model.route_exec import RouteExecutor
 from actdistill_ros.core.model.student import RoutedStudent
-from actdistill_ros.core.training.layer_credit import credit_loss, measure_layer_values, toggled_routes
+from actdistill_ros.core.training.layer_credit import (
+    credit_loss,
+    measure_layer_values,
+    sample_credit_layers,
+    toggled_routes,
+)
 from actdistill_ros.core.training.stages import (
     TensorData,
     build_tensor_data,
@@ -39,6 +44,57 @@ def test_toggled_routes_flip_one_layer_each_and_end_with_the_route():
     for layer in range(3):
         changed = variants[layer] != route
         assert changed[:, layer].all() and changed.sum() == 2
+
+
+def test_toggled_routes_flip_only_the_sampled_layers_of_each_route():
+    route = torch.tensor([[True, False, True, False], [False, False, True, True]])
+    layers = torch.tensor([[1, 3], [0, 2]])
+    variants = toggled_routes(route, layers)
+    assert variants.shape == (3, 2, 4)
+    assert torch.equal(variants[2], route)
+    for row in range(2):
+        for j in range(2):
+            changed = (variants[j, row] != route[row]).nonzero().flatten().tolist()
+            assert changed == [layers[row, j].item()]
+
+
+def test_sampled_credit_layers_are_distinct_and_cover_every_layer_over_the_steps():
+    assert sample_credit_layers(3, 4, 0) is None and sample_credit_layers(3, 4, 4) is None
+    generator = torch.Generator().manual_seed(0)
+    seen = torch.zeros(5, 8, dtype=torch.bool)
+    for _ in range(20):
+        layers = sample_credit_layers(5, 8, 3, generator)
+        assert layers.shape == (5, 3)
+        assert all(len(set(row.tolist())) == 3 for row in layers)
+        seen[torch.arange(5)[:, None], layers] = True
+    assert seen.all()
+
+
+def test_layer_values_of_a_layer_subset_match_the_full_measurement_and_leave_the_rest_unset():
+    teacher = tiny_teacher()
+    inputs = tiny_inputs(teacher, batch=3)
+    batch = teacher.embed(inputs)
+    route = torch.tensor([[True, False, True, False], [True, True, True, True], [False, False, False, True]])
+    target = torch.randn(3, TINY.chunk_size, 7)
+    full = measure_layer_values(teacher, batch, route, target)
+    layers = torch.tensor([[0, 1], [3, 2], [2, 0]])
+    part = measure_layer_values(teacher, batch, route, target, layers)
+    measured = torch.zeros_like(route)
+    measured[torch.arange(3)[:, None], layers] = True
+    assert torch.allclose(part[measured], full[measured], rtol=1e-4, atol=1e-7)
+    assert part[~measured].isnan().all()
+
+
+def test_credit_loss_leaves_out_the_layers_not_measured():
+    logits, values = torch.randn(4, 5), torch.randn(4, 5)
+    unmeasured = torch.rand(4, 5) < 0.4
+    partial = values.masked_fill(unmeasured, float("nan"))
+    kept = ~unmeasured
+    expected = credit_loss(logits[kept][None], values[kept][None])
+    assert credit_loss(logits, partial).item() == pytest.approx(expected.item(), rel=1e-6)
+    logits.requires_grad_(True)
+    credit_loss(logits, partial).backward()
+    assert torch.isfinite(logits.grad).all() and not logits.grad[unmeasured].any()
 
 
 def test_layer_values_are_the_error_change_of_removing_or_adding_each_layer():
@@ -90,10 +146,12 @@ def test_credit_loss_is_blind_to_the_scale_of_the_errors():
     assert credit_loss(logits, values).item() == pytest.approx(credit_loss(logits, 1e-3 * values + 7).item(), rel=1e-5)
 
 
-def test_a_measured_credit_router_finds_the_only_layers_that_change_the_output(tmp_path):
+@pytest.mark.parametrize("credit_layers", [0, 2])
+def test_a_measured_credit_router_finds_the_only_layers_that_change_the_output(tmp_path, credit_layers):
     """Layers 0 and 2 of the teacher are made identities (zero output projections), and the targets
     are the teacher's own predictions: only layers 1 and 3 can matter. Trained by its measured
-    credit (backbone frozen, each input its top 2), the router sends every input through {1, 3}."""
+    credit (backbone frozen, each input its top 2), the router sends every input through {1, 3},
+    also when each step measures only 2 of the 4 layers per sample."""
     teacher = tiny_teacher(seed=1)
     with torch.no_grad():
         for index in (0, 2):
@@ -110,7 +168,7 @@ def test_a_measured_credit_router_finds_the_only_layers_that_change_the_output(t
     graph = GraphConfig(graph_dim=16, semantic_dim=16, top_k=4)
     probes = LayerProbes(teacher.num_layers, teacher.hidden_size, teacher.chunk_size, graph)
     cfg = DistillConfig(graph=graph, router=RouterConfig(router_dim=8, min_layers=2, credit="measured",
-                                                         credit_samples=8),
+                                                         credit_samples=8, credit_layers=credit_layers),
                         loss=LossConfig(keep_ratio=0.5, budget_warmup=0.2), train_backbone=False, router_lr=1e-2,
                         student=OptimConfig(epochs=8, batch_size=8), device="cpu")
     student = RoutedStudent.from_teacher(teacher, cfg.router)
@@ -126,6 +184,8 @@ def test_measured_credit_needs_a_learned_router_the_budget_cut_and_no_fsdp():
         RouterConfig(credit="oracle").validate()
     with pytest.raises(ConfigError, match="router.credit: 'measured' trains a learned router"):
         RouterConfig(kind="fixed", fixed_layers=[0], credit="measured").validate()
+    with pytest.raises(ConfigError, match="router.credit_layers: 2 .* router.credit is 'gradient'"):
+        RouterConfig(credit_layers=2).validate()
     measured = RouterConfig(credit="measured")
     with pytest.raises(ConfigError, match="needs loss.budget_control: true"):
         DistillConfig(router=measured, loss=LossConfig(budget_control=False)).validate()

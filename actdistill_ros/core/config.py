@@ -166,10 +166,16 @@ class RouterConfig:
     # training/layer_credit.py)
     credit: str = "gradient"
     credit_samples: Int = Field(16, ge=1)
+    # with credit "measured": layers toggled per sampled row and step, drawn at random (0 = every
+    # layer); bounds the measurement at credit_samples x (credit_layers + 1) passes for deep teachers
+    credit_layers: Int = Field(0, ge=0)
 
     def validate(self) -> None:
         if self.credit not in ROUTER_CREDITS:
             raise ConfigError(f"router.credit: unknown signal {self.credit!r}; valid: {', '.join(ROUTER_CREDITS)}")
+        if self.credit_layers and self.credit != "measured":
+            raise ConfigError(f"router.credit_layers: {self.credit_layers} sets how many layers the measured credit "
+                              f"toggles, but router.credit is {self.credit!r}; set credit: measured or credit_layers: 0")
         if self.credit == "measured" and self.kind != "learned":
             raise ConfigError("router.credit: 'measured' trains a learned router; fixed and random routers learn "
                               "nothing")

@@ -18,7 +18,9 @@ gradient, its input is detached); the backbone only from the distillation object
 controller's batch cut still meets the keep ratio. Cost: L + 1 passes without gradients over the
 sampled rows, each running only the layers its route keeps: small beside a training step for the
 built-in 6-8 layer models (whose presets use it), several training steps' work for a 32-layer VLA
-at 16 samples, which is why it is not the default (lower ``credit_samples`` there).
+at 16 samples. ``router.credit_layers`` k > 0 bounds it for deep teachers: each sampled row
+toggles only k layers drawn at random (k + 1 passes per row, whatever the depth); the layers not
+measured this step are left out of the loss (NaN values), and over the steps every layer is tried.
 """
 
 from __future__ import annotations
@@ -30,42 +32,65 @@ from ..model.route_exec import RouteExecutor
 from ..model.teacher import TokenBatch, VLATeacher
 
 
-def toggled_routes(route: torch.Tensor) -> torch.Tensor:
-    """bool [N, L] routes -> [L + 1, N, L]: variant ``l`` flips layer ``l`` of every route, the last
+def toggled_routes(route: torch.Tensor, layers: torch.Tensor | None = None) -> torch.Tensor:
+    """bool [N, L] routes -> [K + 1, N, L]: variant ``j`` flips layer ``layers[n, j]`` of route ``n``
+    (``layers``: long [N, K]; None = every layer, K = L, variant ``l`` flips layer ``l``), the last
     variant is the route itself."""
-    num_layers = route.shape[1]
-    variants = route.unsqueeze(0).repeat(num_layers + 1, 1, 1)
-    layers = torch.arange(num_layers)
-    variants[layers, :, layers] = ~route.T
+    n, num_layers = route.shape
+    if layers is None:
+        layers = torch.arange(num_layers).expand(n, num_layers)
+    k = layers.shape[1]
+    variants = route.unsqueeze(0).repeat(k + 1, 1, 1)
+    variant, row = torch.arange(k)[:, None].expand(k, n), torch.arange(n)[None].expand(k, n)
+    column = layers.T  # [K, N]
+    variants[variant, row, column] = ~route[row, column]
     return variants
+
+
+def sample_credit_layers(num_rows: int, num_layers: int, k: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """``k`` distinct layers per row, drawn at random (long [N, k]); None when ``k`` is 0 or covers
+    every layer (measure them all)."""
+    if k <= 0 or k >= num_layers:
+        return None
+    return torch.rand(num_rows, num_layers, generator=generator).argsort(dim=1)[:, :k]
 
 
 @torch.no_grad()
 def measure_layer_values(backbone: VLATeacher, batch: TokenBatch, route: torch.Tensor,
-                         target: torch.Tensor) -> torch.Tensor:
+                         target: torch.Tensor, layers: torch.Tensor | None = None) -> torch.Tensor:
     """Per sample and layer, the action error without the layer minus the error with it, the rest
     of ``route`` (bool [N, L]) unchanged: positive where the layer helps. ``target``: the
-    normalised action chunks [N, H, A]. The backbone runs in eval mode (no dropout in a value)."""
+    normalised action chunks [N, H, A]. ``layers`` (long [N, K], from ``sample_credit_layers``)
+    measures only those layers of each sample, the others come back NaN; None measures every layer.
+    The backbone runs in eval mode (no dropout in a value)."""
     route = route.detach().bool().cpu()
     n, num_layers = route.shape
-    keep = toggled_routes(route).reshape(-1, num_layers)
-    rows = torch.arange(n, device=batch.hidden.device).repeat(num_layers + 1)
+    layers = None if layers is None else layers.detach().long().cpu()
+    variants = toggled_routes(route, layers)
+    k = variants.shape[0] - 1
+    rows = torch.arange(n, device=batch.hidden.device).repeat(k + 1)
     was_training = backbone.training
     backbone.eval()
     try:
-        actions = RouteExecutor(backbone).run(batch.select(rows), keep)
+        actions = RouteExecutor(backbone).run(batch.select(rows), variants.reshape(-1, num_layers))
     finally:
         backbone.train(was_training)
-    errors = ((actions.float() - target.float()[rows]) ** 2).flatten(1).mean(1).view(num_layers + 1, n)
-    toggled, base = errors[:-1].T, errors[-1:].T  # [N, L], [N, 1]
-    sign = route.to(errors.device, errors.dtype) * 2 - 1  # +1: the layer ran (removed), -1: added
-    return sign * (toggled - base)
+    errors = ((actions.float() - target.float()[rows]) ** 2).flatten(1).mean(1).view(k + 1, n)
+    toggled, base = errors[:-1].T, errors[-1:].T  # [N, K], [N, 1]
+    measured = torch.arange(num_layers).expand(n, num_layers) if layers is None else layers
+    sign = route.gather(1, measured).to(errors.device, errors.dtype) * 2 - 1  # +1: ran (removed), -1: added
+    values = torch.full((n, num_layers), float("nan"), device=errors.device, dtype=errors.dtype)
+    values.scatter_(1, measured.to(errors.device), sign * (toggled - base))
+    return values
 
 
 def credit_loss(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """MSE between the router's scores [N, L], centred over the batch, and the measured values,
-    standardised over the batch (see the module docstring)."""
+    standardised over the batch (see the module docstring); entries whose value is NaN (not
+    measured this step) are left out."""
     values = values.detach().float()
+    measured = torch.isfinite(values)
+    values, logits = values[measured], logits.float()[measured]
     target = (values - values.mean()) / values.std(unbiased=False).clamp_min(1e-8)
-    logits = logits.float()
     return F.mse_loss(logits - logits.mean(), target)

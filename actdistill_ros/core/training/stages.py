@@ -31,7 +31,7 @@ from ..model.student import RoutedStudent
 from ..model.teacher import VLATeacher
 from ..typed_config import ConfigError
 from .augment import batch_generator, random_shift
-from .layer_credit import credit_loss, measure_layer_values
+from .layer_credit import credit_loss, measure_layer_values, sample_credit_layers
 from .loop import LoopResult, run_loop
 from .losses import distillation_loss
 from .memory import (
@@ -408,8 +408,9 @@ def distill_student(student: RoutedStudent, probes: LayerProbes, records: Teache
         if measured:  # the router learns from the layers' measured values instead (layer_credit.py)
             share = -(-student.router.cfg.credit_samples // world.size)  # each rank its part of the global batch's
             sampled = torch.arange(min(share, len(rows)), device=device)
+            layers = sample_credit_layers(len(sampled), student.num_layers, student.router.cfg.credit_layers)
             values = measure_layer_values(student.backbone, out.batch.select(sampled), out.gates[sampled] > 0.5,
-                                          target_n[sampled])
+                                          target_n[sampled], layers)
             logits = out.logits[sampled]
             if gather is not None:  # standardised over the global batch's samples, as in one process
                 logits, values = gather(logits), gather(values)
