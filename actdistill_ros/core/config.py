@@ -174,8 +174,9 @@ class RouterConfig:
         if self.credit not in ROUTER_CREDITS:
             raise ConfigError(f"router.credit: unknown signal {self.credit!r}; valid: {', '.join(ROUTER_CREDITS)}")
         if self.credit_layers and self.credit != "measured":
-            raise ConfigError(f"router.credit_layers: {self.credit_layers} sets how many layers the measured credit "
-                              f"toggles, but router.credit is {self.credit!r}; set credit: measured or credit_layers: 0")
+            raise ConfigError(f"router.credit_layers: {self.credit_layers} sets how many layers the measured "
+                              f"credit toggles, but router.credit is {self.credit!r}; set credit: measured or "
+                              "credit_layers: 0")
         if self.credit == "measured" and self.kind != "learned":
             raise ConfigError("router.credit: 'measured' trains a learned router; fixed and random routers learn "
                               "nothing")

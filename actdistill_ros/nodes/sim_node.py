@@ -19,10 +19,10 @@ Time: the node owns simulated time and publishes it on ``/clock``; other nodes f
 ``real_time_factor`` times faster than real time, so closed-loop evaluation can run faster
 than the robot would while every node still sees a 10 Hz world. Time runs on before the first
 episode and between episodes too (a frozen clock would freeze every timer of the nodes that
-follow it: no status, no stale-input watchdog). The newest valid command is
-held (zero-order hold) for at most ``command_timeout_s`` of simulated time (whole control
-periods: 0.5 s at 10 Hz = the next 5 steps), then the gripper holds still. A command that is non-finite or out of range is rejected, counted (SimEpisode)
-and replaced by "hold still"; physics is never fed a bad value.
+follow it: no status, no stale-input watchdog). The newest valid command is held (zero-order
+hold) for at most ``command_timeout_s`` of simulated time (whole control periods: 0.5 s at 10 Hz
+= the next 5 steps), then the gripper holds still. A command that is non-finite or out of range
+is rejected, counted (SimEpisode) and replaced by "hold still"; physics is never fed a bad value.
 
 Episodes: ``initial_seed`` >= 0 starts the first one by itself; with ``wait_for_node`` (e.g.
 ``policy_node``, a lifecycle node) only once that node reports ``active`` on its ``get_state``
