@@ -122,7 +122,7 @@ def test_reset_mid_episode_and_unknown_task(sim_group):
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp_path, storage):
+def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp_path, storage, capsys):
     from actdistill_ros.core.data.dataset import EpisodeDataset
     from actdistill_ros.distill_job import config_from_mapping
     from actdistill_ros.ingest import ingest
@@ -134,6 +134,9 @@ def test_recorded_teleop_demonstrations_are_ingested_by_the_distillation_job(tmp
     cfg = RecordConfig(episodes=3, storage=storage, image_size=32, real_time_factor=1.0)
     summary = record_demonstrations(tmp_path / "demos", cfg)
     assert summary["expert_success_rate"] == 1.0
+    bar = [line for line in capsys.readouterr().err.splitlines() if line.startswith("record:")]
+    # count, elapsed<ETA, rate and the successes so far
+    assert bar and re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(episode/s|s/episode), successful=3\]", bar[-1]), bar
     suffix = ".mcap" if storage == "mcap" else ".db3"
     bags = sorted((tmp_path / "demos" / "bags").iterdir())
     assert len(bags) == 3 and all(any(f.suffix == suffix for f in b.iterdir()) for b in bags)

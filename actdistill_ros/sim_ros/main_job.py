@@ -130,7 +130,7 @@ def run_main_job(out_dir: str | Path, preset: str = "default", seed: int = 0, de
     demos = out / "demos"
     if not (demos / "record_summary.json").is_file():
         log(f"[1/3] recording {p.record.episodes} teleoperated demonstrations (scripted expert, mcap bags)")
-        summary = record_demonstrations(demos, p.record, log)
+        summary = record_demonstrations(demos, p.record)
     else:
         summary = json.loads((demos / "record_summary.json").read_text())
         log(f"[1/3] demonstrations already recorded in {demos}")

@@ -7,13 +7,14 @@ stream (TwistStamped + gripper) of the scripted "human". One bag per episode.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
 import rclpy
 from pydantic import Field
 
+from actdistill_ros.core.progress import progress_bar
 from actdistill_ros.core.typed_config import Float, Int, config_dataclass
 from actdistill_ros.sim.tasks import TaskSelection, task_names
 
@@ -42,15 +43,15 @@ def episode_seed(seed: int, index: int) -> int:
     return RECORD_SEED_OFFSET + seed * 100_000 + index
 
 
-def record_demonstrations(out_dir: str | Path, cfg: RecordConfig,
-                          log: Callable[[str], None] = print) -> dict:
-    """Record ``cfg.episodes`` episodes (tasks in turn) into ``out_dir/bags``; returns a summary."""
+def record_demonstrations(out_dir: str | Path, cfg: RecordConfig) -> dict:
+    """Record ``cfg.episodes`` episodes (tasks in turn) into ``out_dir/bags``, with a bar; returns a
+    summary."""
     out = Path(out_dir)
     tasks = task_names(cfg.tasks)
     summary_path = out / "record_summary.json"
     rclpy.init()
     try:
-        with NodeGroup(out / "logs") as group:
+        with NodeGroup(out / "logs") as group, ExitStack() as stack:
             group.start("sim_node", "sim", {"sim.image_size": cfg.image_size, "initial_seed": -1,
                                              "real_time_factor": cfg.real_time_factor,
                                              "sim.actuation_noise_m": cfg.actuation_noise_m},
@@ -65,6 +66,7 @@ def record_demonstrations(out_dir: str | Path, cfg: RecordConfig,
                 driver.spin_until(lambda: "/teleop/twist" in dict(driver.get_topic_names_and_types()), 60,
                                   "the teleop publisher")
                 results = []
+                bar = stack.enter_context(progress_bar(cfg.episodes, "record", unit="episode"))
                 for index in range(cfg.episodes):
                     task = tasks[index % len(tasks)]
                     seed = episode_seed(cfg.seed, index)
@@ -77,9 +79,8 @@ def record_demonstrations(out_dir: str | Path, cfg: RecordConfig,
                     driver.trigger("recorder/stop")
                     results.append({"bag": Path(bag).name, "seed": seed, "task": task, "success": bool(status.success),
                                     "steps": int(status.step)})
-                    if (index + 1) % 10 == 0 or index + 1 == cfg.episodes:
-                        ok = sum(r["success"] for r in results)
-                        log(f"  recorded {index + 1}/{cfg.episodes} episodes ({ok} successful)")
+                    bar.set_postfix(successful=sum(r["success"] for r in results), refresh=False)
+                    bar.update()
             finally:
                 driver.close()
     finally:
