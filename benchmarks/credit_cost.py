@@ -16,7 +16,6 @@ makes the share smaller).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from finished_job_args import write_json  # benchmarks/ is the script's directory
 
 from actdistill_ros.core.config import RouterConfig, TinyVLAConfig
 from actdistill_ros.core.model.student import RoutedStudent
@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['layers']} | {r['route_layers']} | {r['step_ms']:.0f} | {r['measure_all_ms']:.0f} "
               f"({r['all_over_step']:.2f}) | {r['measure_k_ms']:.0f} ({r['k_over_step']:.2f}) |")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

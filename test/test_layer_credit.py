@@ -70,12 +70,16 @@ def test_sampled_credit_layers_are_distinct_and_cover_every_layer_over_the_steps
     assert seen.all()
 
 
-def test_layer_values_of_a_layer_subset_match_the_full_measurement_and_leave_the_rest_unset():
+def _three_routes():
+    """A tiny teacher, three embedded inputs, a route for each (some layers, all, one) and targets."""
     teacher = tiny_teacher()
-    inputs = tiny_inputs(teacher, batch=3)
-    batch = teacher.embed(inputs)
+    batch = teacher.embed(tiny_inputs(teacher, batch=3))
     route = torch.tensor([[True, False, True, False], [True, True, True, True], [False, False, False, True]])
-    target = torch.randn(3, TINY.chunk_size, 7)
+    return teacher, batch, route, torch.randn(3, TINY.chunk_size, 7)
+
+
+def test_layer_values_of_a_layer_subset_match_the_full_measurement_and_leave_the_rest_unset():
+    teacher, batch, route, target = _three_routes()
     full = measure_layer_values(teacher, batch, route, target)
     layers = torch.tensor([[0, 1], [3, 2], [2, 0]])
     part = measure_layer_values(teacher, batch, route, target, layers)
@@ -100,11 +104,7 @@ def test_credit_loss_leaves_out_the_layers_not_measured():
 def test_layer_values_are_the_error_change_of_removing_or_adding_each_layer():
     """Against a brute-force pass per sample and route: value = error without the layer minus error
     with it, whether the layer was in the sample's route (removed) or not (added)."""
-    teacher = tiny_teacher()
-    inputs = tiny_inputs(teacher, batch=3)
-    batch = teacher.embed(inputs)
-    route = torch.tensor([[True, False, True, False], [True, True, True, True], [False, False, False, True]])
-    target = torch.randn(3, TINY.chunk_size, 7)
+    teacher, batch, route, target = _three_routes()
     values = measure_layer_values(teacher, batch, route, target)
     executor = RouteExecutor(teacher)
 
