@@ -7,7 +7,6 @@ stream (TwistStamped + gripper) of the scripted "human". One bag per episode.
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def record_demonstrations(out_dir: str | Path, cfg: RecordConfig) -> dict:
     summary_path = out / "record_summary.json"
     rclpy.init()
     try:
-        with NodeGroup(out / "logs") as group, ExitStack() as stack:
+        with NodeGroup(out / "logs") as group:
             group.start("sim_node", "sim", {"sim.image_size": cfg.image_size, "initial_seed": -1,
                                              "real_time_factor": cfg.real_time_factor,
                                              "sim.actuation_noise_m": cfg.actuation_noise_m},
@@ -66,21 +65,21 @@ def record_demonstrations(out_dir: str | Path, cfg: RecordConfig) -> dict:
                 driver.spin_until(lambda: "/teleop/twist" in dict(driver.get_topic_names_and_types()), 60,
                                   "the teleop publisher")
                 results = []
-                bar = stack.enter_context(progress_bar(cfg.episodes, "record", unit="episode"))
-                for index in range(cfg.episodes):
-                    task = tasks[index % len(tasks)]
-                    seed = episode_seed(cfg.seed, index)
-                    bag = _start_recording(driver)
-                    episode = driver.reset(seed, task).episode
-                    status = driver.wait_episode_done(episode, timeout_s=120)
-                    done_at = _stamp_ns(status)
-                    driver.spin_until(lambda e=episode, t=done_at: _stamp_ns(driver.episodes[e]) > t, 30,
-                                      "one step after the episode ended")  # the last command is in the bag
-                    driver.trigger("recorder/stop")
-                    results.append({"bag": Path(bag).name, "seed": seed, "task": task, "success": bool(status.success),
-                                    "steps": int(status.step)})
-                    bar.set_postfix(successful=sum(r["success"] for r in results), refresh=False)
-                    bar.update()
+                with progress_bar(cfg.episodes, "record", unit="episode") as bar:
+                    for index in range(cfg.episodes):
+                        task = tasks[index % len(tasks)]
+                        seed = episode_seed(cfg.seed, index)
+                        bag = _start_recording(driver)
+                        episode = driver.reset(seed, task).episode
+                        status = driver.wait_episode_done(episode, timeout_s=120)
+                        done_at = _stamp_ns(status)
+                        driver.spin_until(lambda e=episode, t=done_at: _stamp_ns(driver.episodes[e]) > t, 30,
+                                          "one step after the episode ended")  # the last command is in the bag
+                        driver.trigger("recorder/stop")
+                        results.append({"bag": Path(bag).name, "seed": seed, "task": task,
+                                        "success": bool(status.success), "steps": int(status.step)})
+                        bar.set_postfix(successful=sum(r["success"] for r in results), refresh=False)
+                        bar.update()
             finally:
                 driver.close()
     finally:
