@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                                  # the same layers, hard-wired: no router, no decisions (static pruning)
                                  "static": lambda route=route: full.run(teacher.embed(inputs), route),
                                  "embed": lambda: teacher.embed(inputs), "head": lambda: teacher.head(last, batch),
-                                 "router": lambda: student.gate_probs(batch)}, device, args.warmup, args.iters)
+                                 "router": lambda: student.inference_probs(batch)}, device, args.warmup, args.iters)
             rows.append({"keep_ratio": keep, "layers_executed": executed,
                          **row(times, statistics.median, executed, num_layers, router_share),
                          # the least disturbed pass of each: on a shared machine, the cost without the others

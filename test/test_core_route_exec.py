@@ -108,6 +108,87 @@ def test_one_sample_router_equals_the_batched_form():
             torch.testing.assert_close(one, batched[row:row + 1], rtol=1e-5, atol=1e-5)
 
 
+def _row(inputs: dict[str, torch.Tensor], row: int) -> dict[str, torch.Tensor]:
+    return {k: v[row:row + 1] for k, v in inputs.items()}
+
+
+def _batched_probs(student, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The whole router function in its batched form (several rows: no one-sample path)."""
+    rows = {k: torch.cat([v, v]) for k, v in inputs.items()}
+    return student.gate_probs(student.backbone.embed(rows))[:1]
+
+
+def _spread_gate_student():
+    """Input-dependent gates spread over (0, 1): neither saturated (every change of the weights
+    moves them) nor tied at the threshold (float rounding cannot flip a decision)."""
+    student = tiny_student(seed=3)
+    with torch.no_grad():
+        student.router.gate_head.weight.normal_(0, 1.0)
+        student.router.gate_head.bias.zero_()
+    return student, tiny_inputs(student.backbone, batch=6, seed=1)
+
+
+def test_one_sample_inference_gates_equal_the_batched_form_and_follow_every_change():
+    """The robot's path (one sample on a CPU, the instruction's half of the router memoised) gives
+    the batched router's gates: for new instructions, after an optimiser step on the router, a
+    moved threshold offset, a checkpoint load and a dtype change, never a stale value."""
+    student, inputs = _spread_gate_student()
+    router = student.router
+
+    def check(sample: dict[str, torch.Tensor], atol: float = 1e-6) -> torch.Tensor:
+        with torch.no_grad():
+            fast = student.inference_probs(student.backbone.embed(sample))
+            torch.testing.assert_close(fast, _batched_probs(student, sample), rtol=1e-5, atol=atol)
+        return fast
+
+    first = check(_row(inputs, 0))
+    assert router._instruction_memo is not None, "the one-sample path should memoise the instruction's part"
+    again = check(_row(inputs, 0))  # the memo hit: the same value
+    assert torch.equal(again, first)
+    for row in (1, 2, 3):  # other images and other instructions ("go to the blue block", ...)
+        check(_row(inputs, row))
+    optimiser = torch.optim.SGD(router.parameters(), lr=0.01)
+    for step in range(2):  # in-place optimiser steps on the router's weights
+        student.zero_grad()
+        with torch.enable_grad():
+            loss = student._gates(student.backbone.embed(inputs))[1].sum()
+        loss.backward()
+        optimiser.step()
+        assert not torch.equal(check(_row(inputs, 0)), first), step
+    router.track_offset(2.0, momentum=1.0)  # the inference threshold moves
+    shifted = check(_row(inputs, 0))
+    state = {k: v.clone() for k, v in student.state_dict().items()}
+    with torch.no_grad():
+        router.gate_head.bias.add_(5.0)
+    assert not torch.equal(check(_row(inputs, 0)), shifted)
+    student.load_state_dict(state)
+    assert torch.equal(check(_row(inputs, 0)), shifted)
+    student.double()
+    check(_row(inputs, 0), atol=1e-12)
+
+
+def test_one_sample_non_finite_gates_are_an_error_not_a_route():
+    student = tiny_student()
+    inputs = tiny_inputs(student.backbone, batch=1)
+    with torch.no_grad():
+        student.router.gate_head.bias[1] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite gates"):
+        student.forward_routed(inputs)
+
+
+def test_one_sample_route_runs_what_the_batched_rule_decides():
+    """forward_routed for one sample on a CPU (host-side decisions, the route run directly) gives
+    the batched pass's routes and actions, row by row."""
+    student, inputs = _spread_gate_student()
+    student.set_budget(max_layers=3, threshold=0.1)
+    batched = student.forward_routed(inputs)
+    assert len({tuple(r) for r in batched.executed.tolist()}) > 1, "test needs differing routes"
+    for row in range(6):
+        single = student.forward_routed(_row(inputs, row))
+        assert torch.equal(single.executed, batched.executed[row:row + 1])
+        torch.testing.assert_close(single.actions, batched.actions[row:row + 1], rtol=1e-4, atol=1e-5)
+
+
 def test_one_sample_decisions_equal_the_batched_rule():
     """Deciding one sample on the host gives the tensor rule's decisions, equal scores included
     (both give a tie to the lower layer)."""

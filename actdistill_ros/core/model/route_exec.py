@@ -184,11 +184,15 @@ class RouteExecutor:
             self.evictions += 1
         return program
 
+    def run_route(self, batch: TokenBatch, route: tuple[int, ...]) -> torch.Tensor:
+        """-> normalised action chunks [B, H, A]: every row on one ``route`` (layers, ascending)."""
+        return self._program(route, batch.hidden, batch)(batch.hidden, batch)
+
     def run(self, batch: TokenBatch, keep_host: torch.Tensor) -> torch.Tensor:
         """-> normalised action chunks [B, H, A]; ``keep_host`` bool [B, L] on the host."""
         groups = group_routes(keep_host)
         if len(groups) == 1:  # the usual case (batch 1, or one shared route): no gather, no scatter
-            return self._program(groups[0].route, batch.hidden, batch)(batch.hidden, batch)
+            return self.run_route(batch, groups[0].route)
         if self.execution == Execution.EAGER:
             return self._run_by_layer(batch, keep_host)
         actions = None

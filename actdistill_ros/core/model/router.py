@@ -52,6 +52,20 @@ def _masked_mean_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, maxed], dim=-1)
 
 
+def _span_tokens(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One sample's tokens [T, D] where ``mask`` [T] is set."""
+    return tokens.index_select(0, mask.nonzero().squeeze(1))
+
+
+def _pooled(proj: nn.Sequential, span: torch.Tensor) -> torch.Tensor:
+    """[1, 2r]: mean and max over a non-empty span's projected, normalised tokens (functional
+    calls: two module calls' hook dispatch less)."""
+    lin, norm = proj
+    y = nn.functional.layer_norm(nn.functional.linear(span, lin.weight, lin.bias), norm.normalized_shape,
+                                 norm.weight, norm.bias, norm.eps)
+    return torch.cat([y.mean(0, keepdim=True), y.amax(0, keepdim=True)], dim=1)
+
+
 class Router(nn.Module):
     """The learned ActDistill router (see the module docstring for the budget controller)."""
 
@@ -68,6 +82,16 @@ class Router(nn.Module):
         nn.init.constant_(self.gate_head.bias, cfg.init_bias)
         # the gate threshold in logit space (0 = sigmoid 0.5); exported with the weights
         self.register_buffer("logit_offset", torch.zeros(()))
+        self._instruction_memo: tuple | None = None  # (weights' versions, text span, _instruction_part)
+        self._memo_weights: tuple[torch.Tensor, ...] | None = None  # what the memo's value reads
+        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_instruction())
+
+    def _forget_instruction(self) -> None:
+        self._instruction_memo = self._memo_weights = None
+
+    def _apply(self, fn, recurse: bool = True):
+        self._forget_instruction()  # .to(), .half(), ...: the weights may be new tensors
+        return super()._apply(fn, recurse)
 
     def logits(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Raw per-layer scores [B, L], before the threshold offset.
@@ -98,22 +122,59 @@ class Router(nn.Module):
         """The same function for one sample on a CPU (a robot's control loop): each span's own
         tokens through its own projection only, pooled without masks: half the projection and
         normalisation work of the batched form (which projects every token twice and masks the
-        wrong span out), about as many ops. The
-        token indices are read on the host, free on a CPU (on a GPU the batched form avoids that
-        sync; compiled, it keeps the shapes static)."""
+        wrong span out). The token indices are read on the host, free on a CPU (on a GPU the
+        batched form avoids that sync; compiled, it keeps the shapes static)."""
         pooled = []
         for proj, mask in ((self.vision_proj, vision_mask), (self.text_proj, text_mask)):
-            rows = mask[0].nonzero().squeeze(1)
-            if rows.numel() == 0:  # an empty span pools to 0, as in the batched form
-                pooled.append(embeddings.new_zeros(2 * self.cfg.router_dim))
-                continue
-            y = proj(embeddings[0].index_select(0, rows))
-            pooled.append(torch.cat([y.mean(0), y.amax(0)]))
-        return self.gate_head(torch.cat(pooled)).unsqueeze(0)
+            span = _span_tokens(embeddings[0], mask[0])
+            empty = span.shape[0] == 0  # an empty span pools to 0, as in the batched form
+            pooled.append(embeddings.new_zeros(1, 2 * self.cfg.router_dim) if empty else _pooled(proj, span))
+        return self.gate_head(torch.cat(pooled, dim=1))
 
     def forward(self, embeddings: torch.Tensor, vision_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """-> gate probabilities [B, L] in (0, 1)."""
+        if embeddings.shape[0] == 1 and embeddings.device.type == "cpu" and not torch.is_grad_enabled() \
+                and not torch.compiler.is_compiling():
+            return self._one_sample_probs(embeddings[0], vision_mask[0], text_mask[0])
         return torch.sigmoid(self.logits(embeddings, vision_mask, text_mask) - self.logit_offset)
+
+    def _one_sample_probs(self, tokens: torch.Tensor, vision_mask: torch.Tensor,
+                          text_mask: torch.Tensor) -> torch.Tensor:
+        """Inference for one sample on a CPU, in as few tensor ops as the function allows (each op
+        costs more than its arithmetic here: dispatch, and caches gone cold between camera
+        frames). The gate head is split by span: ``sigmoid(vision @ W_v^T + (W_t @ text + b -
+        offset))``; the instruction's part is memoised (``_instruction_part``): a robot's
+        instruction stays the same for hundreds of frames, so per frame only the image's half
+        of the router runs."""
+        text_part, vision_head = self._instruction_part(tokens, text_mask)
+        span = _span_tokens(tokens, vision_mask)
+        if span.shape[0] == 0:  # an empty span pools to 0, as in the batched form
+            return torch.sigmoid(text_part)
+        return torch.sigmoid(torch.addmm(text_part, _pooled(self.vision_proj, span), vision_head))
+
+    def _instruction_part(self, tokens: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (``W_t @ pooled(text span) + b - offset`` [1, L], ``W_v^T`` [2r, L] contiguous).
+        Memoised on the span's exact token states and on the storage and in-place version of
+        every weight read (an optimiser step or ``track_offset`` changes a version;
+        ``load_state_dict`` and ``.to()`` clear the memo), so a changed instruction, teacher or
+        router is never served a stale value."""
+        span = _span_tokens(tokens, text_mask)
+        if self._memo_weights is None:
+            (lin, norm), head = self.text_proj, self.gate_head
+            self._memo_weights = (lin.weight, lin.bias, norm.weight, norm.bias, head.weight, head.bias,
+                                  self.logit_offset)
+        weights = tuple((t.data_ptr(), t._version) for t in self._memo_weights)
+        memo = self._instruction_memo
+        if memo is not None and memo[0] == weights and memo[1].shape == span.shape and torch.equal(memo[1], span):
+            return memo[2], memo[3]
+        width = 2 * self.cfg.router_dim
+        head = self.gate_head
+        part = (head.bias - self.logit_offset).unsqueeze(0)
+        if span.shape[0]:  # an empty span pools to 0, as in the batched form
+            part = torch.addmm(part, _pooled(self.text_proj, span), head.weight[:, width:].t())
+        vision_head = head.weight[:, :width].t().contiguous()
+        self._instruction_memo = (weights, span, part, vision_head)
+        return part, vision_head
 
     @torch.no_grad()
     def rank_layers(self, levels: list[list[int]], margin: float = 1.0) -> None:
@@ -237,9 +298,17 @@ def hard_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None
 def _one_row_decisions(probs: torch.Tensor, threshold: float, max_layers: int | None,
                        min_layers: int) -> torch.Tensor:
     """``hard_decisions`` for one sample on a CPU, on the host: a handful of Python comparisons
-    instead of up to a dozen tensor ops. The same rule and the same tie-break as
-    ``top_layers_mask``."""
-    scores = probs[0].tolist()
+    instead of up to a dozen tensor ops."""
+    keep = [False] * probs.shape[1]
+    for index in one_sample_route(probs[0].tolist(), threshold, max_layers, min_layers):
+        keep[index] = True
+    return torch.tensor([keep], dtype=torch.bool)
+
+
+def one_sample_route(scores: list[float], threshold: float, max_layers: int | None = None,
+                     min_layers: int = 0) -> tuple[int, ...]:
+    """The layers one sample runs (ascending), from its gate probabilities on the host: the rule
+    and the tie-break of ``hard_decisions`` / ``top_layers_mask`` (equal scores: the lower layer)."""
     ranked = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties to the lower layer
     keep = [score >= threshold for score in scores]
     for index in ranked[:max(0, min_layers)]:
@@ -247,7 +316,7 @@ def _one_row_decisions(probs: torch.Tensor, threshold: float, max_layers: int | 
     if max_layers is not None:
         allowed = set(ranked[:max(0, max_layers)])
         keep = [k and i in allowed for i, k in enumerate(keep)]
-    return torch.tensor([keep], dtype=torch.bool)
+    return tuple(i for i, k in enumerate(keep) if k)
 
 
 def straight_through_gates(probs: torch.Tensor, threshold: float, min_layers: int = 0) -> torch.Tensor:

@@ -9,6 +9,7 @@ layer at all.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..config import RouterConfig
 from .route_exec import Execution, RouteExecutor
-from .router import Router, budget_offset, build_router, hard_decisions, straight_through_gates
+from .router import Router, budget_offset, build_router, hard_decisions, one_sample_route, straight_through_gates
 from .teacher import TokenBatch, VLATeacher
 
 
@@ -55,6 +56,7 @@ class RoutedStudent(nn.Module):
         self.max_layers: int | None = None
         self.executor = RouteExecutor(backbone)  # how a decided route runs (eager by default)
         self._router_program = None  # the compiled router (execution 'compile')
+        self._route_masks: dict[tuple[int, ...], torch.Tensor] = {}  # route -> its bool [1, L] (one sample)
 
     @classmethod
     def from_teacher(cls, teacher: VLATeacher, router_cfg: RouterConfig) -> RoutedStudent:
@@ -83,10 +85,14 @@ class RoutedStudent(nn.Module):
         self.executor = RouteExecutor(self.backbone, execution, cache_size, compile_backend)
         self._router_program = None
         if self.executor.execution == Execution.COMPILE:
-            self._router_program = torch.compile(self._unchecked_probs, backend=compile_backend, dynamic=None)
+            self._router_program = torch.compile(self.inference_probs, backend=compile_backend, dynamic=None)
 
-    def _unchecked_probs(self, batch: TokenBatch) -> torch.Tensor:
-        return self._gates(batch, check=False)[0]
+    def inference_probs(self, batch: TokenBatch) -> torch.Tensor:
+        """The gates inference decides on [B, L], unchecked (``forward_routed`` checks them with
+        its decisions, in the one read it makes anyway). For one sample on a CPU the router's
+        fast path (``Router.forward``: the instruction's half memoised); ``gate_probs`` always
+        computes the whole function (FLOP counts, diagnostics)."""
+        return self.router(batch.hidden, batch.vision_mask, batch.text_mask)
 
     def gate_probs(self, batch: TokenBatch) -> torch.Tensor:
         return self._gates(batch)[0]
@@ -145,7 +151,9 @@ class RoutedStudent(nn.Module):
         and a finiteness flag reach the host in one transfer (the only sync before the layers:
         it picks the program); each distinct route then runs as one program (``self.executor``)."""
         batch = self.backbone.embed(inputs)
-        probs = (self._router_program or self._unchecked_probs)(batch)
+        probs = (self._router_program or self.inference_probs)(batch)
+        if probs.shape[0] == 1 and probs.device.type == "cpu":
+            return self._one_sample_routed(batch, probs)
         keep = hard_decisions(probs, self.threshold, self.max_layers, self.min_layers)
         if keep.device.type == "cpu":
             keep_host, finite = keep, bool(torch.isfinite(probs).all())
@@ -156,6 +164,25 @@ class RoutedStudent(nn.Module):
             raise FloatingPointError(_NON_FINITE)
         actions = self.executor.run(batch, keep_host)
         return StudentRoutedOutput(actions, keep, probs)
+
+    def _one_sample_routed(self, batch: TokenBatch, probs: torch.Tensor) -> StudentRoutedOutput:
+        """One sample on a CPU (a robot's control loop): the gates read once into Python, checked
+        and decided there, the route run directly. Each tensor op costs a CPU pass more than its
+        arithmetic (dispatch, and caches gone cold between camera frames), so this path avoids
+        the finiteness and mask ops of the batched rule. ``executed`` is one shared tensor per
+        route: read it, do not modify it."""
+        scores = probs[0].tolist()
+        if not all(map(math.isfinite, scores)):
+            raise FloatingPointError(_NON_FINITE)
+        route = one_sample_route(scores, self.threshold, self.max_layers, self.min_layers)
+        executed = self._route_masks.get(route)
+        if executed is None:
+            if len(self._route_masks) >= 256:  # bounded: a router uses a handful of routes
+                self._route_masks.clear()
+            executed = torch.zeros(1, self.num_layers, dtype=torch.bool)
+            executed[0, list(route)] = True
+            self._route_masks[route] = executed
+        return StudentRoutedOutput(self.executor.run_route(batch, route), executed, probs)
 
 
 _NON_FINITE = "router produced non-finite gates (non-finite inputs or weights)"
