@@ -20,8 +20,12 @@
 
    which includes DDS transport both ways, decoding, waiting for the worker, the forward
    pass, and waiting for the next control tick (on average half a control period).
-   ``overhead = e2e - forward`` (medians). The control rate and period jitter come from the
-   arrival times of all actions (|interval - period|, p99).
+   ``overhead = e2e - forward`` (medians). The node's status also names when it received each
+   predicted image, which splits image -> prediction ready into transport (published ->
+   received: serialisation, DDS, the executor's take) and the node's own part (received ->
+   ready, less the forward pass the node timed: waiting for the worker and decoding). The
+   control rate and period jitter come from the arrival times of all actions (|interval -
+   period|, p99).
 
 Options for what a real arm adds:
 
@@ -241,14 +245,25 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     alarms = [m.alarm_reason for _, m in window_statuses if m.alarm]
     # image published -> prediction ready in the node (both ROS times of this machine's clock):
     # transport + decoding + waiting for the worker + forward, without the wait for the next tick
+    # split at the node's reception (status.prediction_received_stamp): transport (serialisation,
+    # DDS, the executor's take) and the node's own part, which beyond its forward pass is waiting
+    # for the worker and decoding
     ready: dict[int, float] = {}
+    transport: dict[int, float] = {}
+    in_node_beyond_forward: dict[int, float] = {}
     for _, m in window_statuses:
         image_ns = stamp_to_ns(m.prediction_image_stamp)
         if image_ns in published and image_ns not in ready:
-            ready[image_ns] = (stamp_to_ns(m.prediction_ready_stamp) - image_ns) / 1e6
+            ready_ns, received_ns = stamp_to_ns(m.prediction_ready_stamp), stamp_to_ns(m.prediction_received_stamp)
+            ready[image_ns] = (ready_ns - image_ns) / 1e6
+            if received_ns:  # (an older node, --node-source, leaves it zero)
+                transport[image_ns] = (received_ns - image_ns) / 1e6
+                in_node_beyond_forward[image_ns] = (ready_ns - received_ns) / 1e6 - m.inference_latency_ms
     return {
         "e2e_ms": summary(e2e),
         "image_to_ready_ms": summary(list(ready.values())),
+        "transport_ms": summary(list(transport.values())),
+        "node_beyond_forward_ms": summary(list(in_node_beyond_forward.values())),
         "images_published": images_in_window,
         "images_acted_on": len(e2e),
         "control_target_hz": float(args.control_rate),
@@ -401,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{n['image_to_ready_ms']['p99']:.2f}"),
         ("  overhead beyond forward [ms]", f"{result['pipeline_overhead_ms_median']:.2f}",
          f"{result['pipeline_overhead_ms_p99']:.2f}"),
+        ("    transport: published -> received [ms]", f"{n['transport_ms']['median']:.2f}",
+         f"{n['transport_ms']['p99']:.2f}"),
+        ("    in the node beyond its forward [ms]", f"{n['node_beyond_forward_ms']['median']:.2f}",
+         f"{n['node_beyond_forward_ms']['p99']:.2f}"),
         ("  overhead beyond paced forward [ms]", f"{result['pipeline_overhead_vs_paced_ms_median']:.2f}",
          f"{result['pipeline_overhead_vs_paced_ms_p99']:.2f}"),
         ("e2e image -> action [ms]", f"{n['e2e_ms']['median']:.2f}", f"{n['e2e_ms']['p99']:.2f}"),

@@ -80,6 +80,13 @@ def test_each_prediction_is_commanded_when_ready_not_at_the_next_tick(running):
     for stamp in stamps:
         first = _policy_actions_with(client, stamp)[0]
         assert first.chunk_length == CHUNK - 1  # row 0 of the fresh chunk: the command of this moment
+    # status splits each prediction's latency: image stamp <= received <= ready (one clock, this machine)
+    client.spin_until(lambda: any(stamp_to_ns(m.prediction_image_stamp) == stamps[-1] for _, m in client.statuses),
+                      10.0, "a status naming the last prediction")
+    status = next(m for _, m in reversed(client.statuses) if stamp_to_ns(m.prediction_image_stamp) == stamps[-1])
+    received, ready = stamp_to_ns(status.prediction_received_stamp), stamp_to_ns(status.prediction_ready_stamp)
+    assert stamps[-1] <= received <= ready, (stamps[-1], received, ready)
+    assert (ready - received) / 1e6 >= status.inference_latency_ms  # the forward pass runs after reception
 
 
 def test_latency_budget_cuts_the_cap_and_reports_it(running):

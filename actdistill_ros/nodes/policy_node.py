@@ -156,6 +156,7 @@ def _stamp_is_zero(stamp: Any) -> bool:
 class _Frame:
     msg: Any  # sensor_msgs/Image or CompressedImage, not decoded yet
     received: float  # time.monotonic() at reception
+    received_stamp: Any  # the node's ROS time at reception (builtin_interfaces/Time), for status
 
 
 class PolicyNode(LifecycleNode):
@@ -251,7 +252,7 @@ class PolicyNode(LifecycleNode):
         self._frame = None
         self._inference_error: str | None = None
         self._last_output: Any = None
-        self._last_prediction_stamps: tuple[Any, Any] | None = None  # (image stamp, ready time)
+        self._last_prediction_stamps: tuple[Any, Any, Any] | None = None  # (image stamp, received, ready)
         self._prediction_ready: float | None = None  # monotonic
         self._chunk_pending: tuple[np.ndarray, Any] | None = None
         self._control = ControlState.initial(cfg, self._handoff)  # what control_tick carries between ticks
@@ -473,8 +474,9 @@ class PolicyNode(LifecycleNode):
         if self.lifecycle_state != "active":  # nothing to act on
             return
         now = time.monotonic()
+        received = self.get_clock().now().to_msg()
         with self._mailbox:
-            self._frame = _Frame(msg, now)  # replaces an undelivered older frame
+            self._frame = _Frame(msg, now, received)  # replaces an undelivered older frame
             self._image = Received(now, _stamp_s(msg.header.stamp))
             self._mailbox.notify()
 
@@ -639,7 +641,7 @@ class PolicyNode(LifecycleNode):
                 self._inference_error = None
                 self._last_output = out
                 stamp = frame.msg.header.stamp
-                self._last_prediction_stamps = (stamp, ready)
+                self._last_prediction_stamps = (stamp, frame.received_stamp, ready)
                 self._prediction_ready = time.monotonic()
                 self._chunk_pending = (out.actions, stamp)
             if self._ready_signal is not None:
@@ -815,7 +817,8 @@ class PolicyNode(LifecycleNode):
             status.layers_executed = int(out.layers_executed)
             status.layers_total = int(out.layers_total)
             status.flops_ratio = float(out.flops_ratio)
-            status.prediction_image_stamp, status.prediction_ready_stamp = prediction_stamps
+            (status.prediction_image_stamp, status.prediction_received_stamp,
+             status.prediction_ready_stamp) = prediction_stamps
         elif self._policy_info is not None:
             status.layers_total = int(self._policy_info[0])
         status.latency_budget_ms = float(self.cfg.latency_budget_ms)
