@@ -80,8 +80,8 @@ class RoutedStudent(nn.Module):
     def set_execution(self, execution: Execution | str = Execution.EAGER, cache_size: int = 8,
                       compile_backend: str = "inductor") -> None:
         """How routes run at inference: ``eager``, ``compile`` or ``cuda_graphs`` (``route_exec``).
-        ``compile`` compiles the router too: once the layers are compiled, its two dozen small
-        eager ops are most of what routing still costs on a CPU."""
+        ``compile`` compiles the router too, for batches and GPUs (``inference_probs``: one CPU
+        sample keeps its memoised eager path, which costs less than a compiled call)."""
         self.executor = RouteExecutor(self.backbone, execution, cache_size, compile_backend)
         self._router_program = None
         if self.executor.execution == Execution.COMPILE:
