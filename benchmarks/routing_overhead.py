@@ -46,6 +46,7 @@ from actdistill_ros.core.model.flops import component_flops
 from actdistill_ros.core.model.route_exec import Execution, RouteExecutor
 from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.model.tiny_vla import TinyVLA
+from actdistill_ros.core.progress import progress_bar
 
 SHAPES = {  # hidden, layers, heads, intermediate, image, patch
     "shipped": (128, 6, 4, 256, 64, 8),
@@ -59,23 +60,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: dict, device: torch.device, warmup: int, iters: int) -> dict[str, list[float]]:
+def interleaved(fns: dict, device: torch.device, warmup: int, iters: int,
+                desc: str = "timing") -> dict[str, list[float]]:
     """ms of every call of each function, called in turn so that drift hits all of them alike. The
     order rotates every round: on a CPU a call right after the teacher (which sweeps every layer's
     weights through the caches) was once measured 0.3 ms slower at the default shape; rotated, no
     function always sits in that seat."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
-    for i in range(warmup + iters):
-        for k in range(len(names)):
-            name = names[(i + k) % len(names)]
-            fn = fns[name]
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
+    with progress_bar(warmup + iters, desc, unit="round") as bar:
+        for i in range(warmup + iters):
+            for k in range(len(names)):
+                name = names[(i + k) % len(names)]
+                fn = fns[name]
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+            bar.update()
     return times
 
 
@@ -150,10 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         batch = teacher.embed(inputs)
         last = teacher.run_layers(batch)[0]
         t_compile = time.perf_counter()
-        teacher_pass()
-        for keep in args.keep:  # every route compiled/captured before any timing
-            student.set_budget(max_layers=max(1, round(keep * num_layers)))
-            student.forward_routed(inputs)
+        with progress_bar(1 + len(args.keep), f"first passes ({execution.value})", unit="route") as bar:
+            teacher_pass()
+            bar.update()
+            for keep in args.keep:  # every route compiled/captured before any timing
+                student.set_budget(max_layers=max(1, round(keep * num_layers)))
+                student.forward_routed(inputs)
+                bar.update()
         compile_s = time.perf_counter() - t_compile
         rows = []
         for keep in args.keep:
@@ -166,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                                  # the same layers, hard-wired: no router, no decisions (static pruning)
                                  "static": lambda route=route: full.run(teacher.embed(inputs), route),
                                  "embed": lambda: teacher.embed(inputs), "head": lambda: teacher.head(last, batch),
-                                 "router": lambda: student.inference_probs(batch)}, device, args.warmup, args.iters)
+                                 "router": lambda: student.inference_probs(batch)}, device, args.warmup, args.iters,
+                                desc=f"keep {keep:g}")
             rows.append({"keep_ratio": keep, "layers_executed": executed,
                          **row(times, statistics.median, executed, num_layers, router_share),
                          # the least disturbed pass of each: on a shared machine, the cost without the others
