@@ -14,7 +14,8 @@ SHAPE=${SHAPE:-7b}
 ITERS=${ITERS:-50}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
+# the checkout's .venv where there is one (make setup), else python3 (a GPU machine's own torch)
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
 if [ "$DEVICE" = cuda ]; then nvidia-smi -L; MODES="eager cuda_graphs"; else MODES="eager"; fi
 for mode in $MODES; do
   for batch in 1 8; do
