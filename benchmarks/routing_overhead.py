@@ -19,11 +19,13 @@ student_ms`` is what routing itself costs; ``static_vs_ideal = ideal_ms / static
 formula is from what those layers really cost (on a CPU a short stack costs more per layer than
 the teacher's average, so no program, routed or not, reaches the formula's ideal there).
 
-    python benchmarks/routing_overhead.py [--device cpu] [--shape shipped|default|7b]
+    python benchmarks/routing_overhead.py [--device cpu] [--shape shipped|default|medium|7b]
         [--execution eager|compile|cuda_graphs] [--batch 1] [--threads 1] [--json out.json]
 
 Shapes: ``shipped`` = the student shipped in actdistill_ros/assets (6 layers x 128, 64 px);
-``default`` = the default benchmark size (8 x 256, 128 px); ``7b`` = 32 x 4096, 224 px (a GPU).
+``default`` = the default benchmark size (8 x 256, 128 px); ``medium`` = 12 x 512, 128 px (the
+largest a CPU times in minutes: how the router's fixed cost fades as layers grow); ``7b`` = 32 x
+4096, 224 px (a GPU).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from actdistill_ros.core.progress import progress_bar
 SHAPES = {  # hidden, layers, heads, intermediate, image, patch
     "shipped": (128, 6, 4, 256, 64, 8),
     "default": (256, 8, 8, 688, 128, 16),
+    "medium": (512, 12, 8, 1376, 128, 16),  # between default and 7b: how the router's fixed cost fades with size
     "7b": (4096, 32, 32, 11008, 224, 14),
 }
 
@@ -116,6 +119,23 @@ def build(shape: str, device: torch.device, dtype: torch.dtype, batch: int):
     return teacher, student, inputs
 
 
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what would measure something else than asked (exit 2, the argument named)."""
+    bad_keep = [k for k in args.keep if not 0.0 < k <= 1.0]
+    if bad_keep:
+        parser.error(f"--keep ratios must be in (0, 1], got {bad_keep}")
+    if args.iters < 3:
+        parser.error(f"--iters must be at least 3 (a median of fewer passes says nothing), got {args.iters}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.batch < 1:
+        parser.error(f"--batch must be >= 1, got {args.batch}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0 = leave as is), got {args.threads}")
+    if args.bandwidth_tbs < 0:
+        parser.error(f"--bandwidth-tbs must be >= 0, got {args.bandwidth_tbs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -132,14 +152,24 @@ def main(argv: list[str] | None = None) -> int:
                              "to read its weights once, the batch-1 limit of a memory-bound forward")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.device.strip().lower().startswith("cuda") and device.type != "cuda":
+        parser.error(f"--device {args.device}: CUDA is not available here (a benchmark does not fall back to the CPU)")
     shape = args.shape or ("7b" if device.type == "cuda" else "shipped")
     teacher, student, inputs = build(shape, device, dtype, args.batch)
     execution = Execution.parse(args.execution)
-    student.set_execution(execution)
+    try:
+        student.set_execution(execution)
+        student.executor.check_device(device)
+    except ValueError as exc:  # cuda_graphs on a CPU
+        parser.error(str(exc))
     full = RouteExecutor(teacher, execution)  # the teacher: the all-layer route, same execution
     num_layers = teacher.num_layers
     all_layers = torch.ones(args.batch, num_layers, dtype=torch.bool)
