@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/policy_node_latency.py [--checkpoint DIR | --random default] [--device cpu]
         [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224 | --width W --height H]
         [--camera-process] [--dds-profile large_images|FILE] [--set-max-layers-hz 10]
-        [--command-timing timer|prediction] [--inference-priority N] [--node-source DIR] [--json out.json]
+        [--command-timing timer|prediction] [--inference-priority N] [--node-source DIR]
+        [--node-param NAME:=VALUE ...] [--json out.json]
 
 1. Bare forward: ``RoutedPolicy.load(...)`` in this process, ``act()`` on the same kind of
    images the node will get (timed with perf_counter around the call), once before and once
@@ -42,6 +43,12 @@ Options for what a real arm adds:
   ``inference_priority`` parameter): the executor and DDS threads then never delay a pass.
 * ``--node-source DIR``: run the node from another checkout's sources (e.g. an older commit, for a
   before/after comparison); the interfaces still come from this venv.
+* ``--node-param NAME:=VALUE``: any other node parameter (repeatable), e.g. ``max_layers:=2``.
+
+The JSON also keeps, call by call, the paced bare forward (``forward_paced_series_ms``) and each
+image's time to prediction with the node's forward (``node.image_to_ready_series``): on a shared
+VM whole seconds of slow passes come and go, and these show whether a slow run was the node or
+the machine (``--forward-iterations 600``: a minute of paced calls at 10 Hz).
 
 Runs on CPU (2 cores: expect scheduler noise) and CUDA alike; both phases run one after
 the other, never concurrently, so they do not compete for the cores.
@@ -63,6 +70,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # policy_node_helpers: node subprocess + client
@@ -128,7 +136,8 @@ def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterati
         "torch_threads": torch.get_num_threads(),
     }
     del policy
-    return {"wall_ms": summary(wall), "reported_ms": summary(reported), "info": info}
+    return {"wall_ms": summary(wall), "reported_ms": summary(reported), "info": info,
+            "series_ms": [round(ms, 3) for ms in wall]}  # in call order: slow stretches show as runs
 
 
 def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
@@ -156,6 +165,7 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         params["inference_priority"] = int(args.inference_priority)
     if checkpoint == "":
         params.pop("checkpoint")
+    params.update(args.node_params)
     node_env, node_cwd = dict(args.dds_env), REPO
     if args.node_source:
         node_cwd = Path(args.node_source).resolve()
@@ -251,17 +261,23 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     ready: dict[int, float] = {}
     transport: dict[int, float] = {}
     in_node_beyond_forward: dict[int, float] = {}
+    forward_of: dict[int, float] = {}
     for _, m in window_statuses:
         image_ns = stamp_to_ns(m.prediction_image_stamp)
         if image_ns in published and image_ns not in ready:
             ready_ns, received_ns = stamp_to_ns(m.prediction_ready_stamp), stamp_to_ns(m.prediction_received_stamp)
             ready[image_ns] = (ready_ns - image_ns) / 1e6
+            forward_of[image_ns] = m.inference_latency_ms
             if received_ns:  # (an older node, --node-source, leaves it zero)
                 transport[image_ns] = (received_ns - image_ns) / 1e6
                 in_node_beyond_forward[image_ns] = (ready_ns - received_ns) / 1e6 - m.inference_latency_ms
     return {
         "e2e_ms": summary(e2e),
         "image_to_ready_ms": summary(list(ready.values())),
+        # per image of the summary above, in publication order: (s since the window opened, ms to
+        # prediction ready, the node's forward ms): where the slow passes fall (periodic, in runs, ...)
+        "image_to_ready_series": [[round(published[s] - t_start, 4), round(ms, 3), round(forward_of[s], 3)]
+                                  for s, ms in sorted(ready.items())],
         "transport_ms": summary(list(transport.values())),
         "node_beyond_forward_ms": summary(list(in_node_beyond_forward.values())),
         "images_published": images_in_window,
@@ -309,6 +325,21 @@ def start_budget_changes(client: Client, rate_hz: float, stats: dict[str, int]) 
     return stop
 
 
+def node_params(parser: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``--node-param NAME:=VALUE`` items as parameters (the ``ros2 run -p`` syntax); the node itself
+    refuses a name or value it does not accept, at start-up."""
+    params = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not name.strip():
+            parser.error(f"--node-param {item!r}: expected NAME:=VALUE, e.g. diagnostics_rate_hz:=0.0")
+        try:
+            params[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            parser.error(f"--node-param {item!r}: the value is not YAML ({exc})")
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="", help="student checkpoint ('' = the shipped default)")
@@ -340,11 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-priority", type=int, default=0,
                         help="> 0: the node's inference thread under SCHED_FIFO at this priority")
     parser.add_argument("--node-source", default="", help="run the node from this checkout's sources")
+    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="one more node parameter (repeatable), the value read as YAML, e.g. "
+                             "diagnostics_rate_hz:=0.0")
     parser.add_argument("--forward-iterations", type=int, default=100)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, both phases")
     parser.add_argument("--domain-id", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    args.node_params = node_params(parser, args.node_param)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.width = args.width or args.size
@@ -364,15 +399,17 @@ def main(argv: list[str] | None = None) -> int:
     # bare forward before and after the node phase: on a shared machine the two can differ;
     # the overhead is computed against the faster one (the conservative choice)
     before = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads)
-    paced = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads,
-                         pace_hz=args.image_rate)["wall_ms"]
+    paced_run = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads,
+                             pace_hz=args.image_rate)
+    paced = paced_run["wall_ms"]
     node = run_node(args, checkpoint, images)
     after = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads)
     forward = min(before, after, key=lambda r: r["wall_ms"]["median"])
-    forward = {**forward, "before_ms": before["wall_ms"], "after_ms": after["wall_ms"]}
+    forward = {**{k: v for k, v in forward.items() if k != "series_ms"}, "before_ms": before["wall_ms"],
+               "after_ms": after["wall_ms"]}
     overhead = node["e2e_ms"]["median"] - forward["wall_ms"]["median"]
     result = {
-        "checkpoint": checkpoint or "<shipped default>",
+        "checkpoint": f"<random {args.random}>" if args.random else checkpoint or "<shipped default>",
         "platform": {
             "python": platform.python_version(),
             "machine": platform.machine(),
@@ -384,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         "set_max_layers_hz": args.set_max_layers_hz,
         "command_timing": args.command_timing,
         "inference_priority": args.inference_priority,
+        "node_params": args.node_params,
         "load_average": list(os.getloadavg()),
-        "node_source": args.node_source or str(REPO),
+        "node_source": args.node_source or ".",  # '.': this checkout (no machine path in a JSON)
         "forward": forward,
         "node": node,
         "overhead_ms_median": overhead,
@@ -396,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         "expected_tick_wait_ms": 0.5e3 / args.control_rate,
         # against the forward at the image rate (its caches as cold as in the node): what the node adds
         "forward_paced_ms": paced,
+        # every paced call in order (--forward-iterations 600: a minute at 10 Hz): does the machine
+        # itself have slow stretches, with no node and no DDS in the process?
+        "forward_paced_series_ms": paced_run["series_ms"],
         "pipeline_overhead_vs_paced_ms_median": node["image_to_ready_ms"]["median"] - paced["median"],
         "pipeline_overhead_vs_paced_ms_p99": node["image_to_ready_ms"]["p99"] - paced["p99"],
         "overhead_vs_paced_ms_median": node["e2e_ms"]["median"] - paced["median"],
