@@ -1,7 +1,7 @@
 """How much does a forward pass cost after the CPU sat idle? The once-per-camera-frame cost.
 
 A policy node makes one forward pass per camera frame and its inference thread sleeps in
-between. On some machines (the 2-core VM of README Results) a pass made after such a pause costs
+between. On some machines (the 2-core VM of docs/results/README.md) a pass made after such a pause costs
 well more than one made right after another pass, and that difference, not the node's own
 code, is most of what the node adds to a back-to-back forward (benchmarks/policy_node_latency.py).
 This measures it on the machine it runs on, for the student and the teacher in the same run: for

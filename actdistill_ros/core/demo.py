@@ -39,7 +39,7 @@ class DemoPreset:
     # 1: the threshold decides how many (router.py: per-input depth cost accuracy wherever we measured)
     min_layers: int = 1
     # what the router learns from (RouterConfig.credit): at default size the gate gradient's router
-    # read 2.39x the teacher's error, the measured-credit one 1.61x (README Results)
+    # read 2.39x the teacher's error, the measured-credit one 1.61x (docs/results/README.md)
     credit: str = "gradient"
     batch_size: int = 32
     distill_batch_size: int = 32

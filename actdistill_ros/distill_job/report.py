@@ -150,7 +150,7 @@ VERDICT_MARGIN = 0.05
 def baseline_verdict(report: dict[str, Any]) -> str | None:
     """Does the learned router earn its keep against the baselines of the same run? One sentence
     for the console and the report (None without baselines). Offline numbers only: the closed
-    loop may not separate them (see the README's results)."""
+    loop may not separate them (see docs/results/README.md)."""
     rivals = {name: r for name, r in (report.get("baselines") or {}).items()
               if r["flops_ratio"] <= report["flops_ratio"] + 0.01}
     if not rivals:

@@ -485,7 +485,7 @@ class PolicyNode(LifecycleNode):
         # Hand the GIL to the worker now. After a callback rclpy's executor goes on in Python (its
         # wait-set bookkeeping) and would hold the GIL until the switch interval forced a hand-over;
         # blocking briefly lets the woken worker start at once (benchmarks/policy_node_latency.py,
-        # README Results: the node's own part of image -> prediction 0.5 -> 0.23 ms median; some of
+        # docs/results/README.md: the node's own part of image -> prediction 0.5 -> 0.23 ms median; some of
         # that bookkeeping then runs during the forward pass). The executor thread pays 0.1 ms a frame.
         time.sleep(_GIL_HANDOFF_S)
 

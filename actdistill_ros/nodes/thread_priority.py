@@ -1,6 +1,6 @@
 """Real-time scheduling for the policy node's inference thread (Linux).
 
-On a shared machine a CPU-bound neighbour stretches every forward pass (README Results: the
+On a shared machine a CPU-bound neighbour stretches every forward pass (docs/results/README.md: the
 node's p95 went from 6.1 to 9.7 ms with two busy processes on two cores). A thread under
 ``SCHED_FIFO`` runs before every normal (``SCHED_OTHER``) thread whenever it is ready, so a
 forward pass no longer waits for a core; arm drivers do the same for their control loops (e.g.

@@ -24,7 +24,7 @@ WORKSPACE_HIGH = np.array([0.75, 0.25, 0.35])
 # Cubes stand in three slots across the table, colours shuffled, each jittered by up to 3 cm:
 # which slot holds "the red cube" is only known from the image and the instruction together.
 # (Fully random positions were tried first: the patch-stem TinyVLA of then memorised the layouts
-# of its demonstrations; the CNN-stem teacher learns them, the "anywhere" suite: 98% in README Results.)
+# of its demonstrations; the CNN-stem teacher learns them, the "anywhere" suite: 98% in docs/results/README.md.)
 CUBE_SLOTS = np.array([[0.5, -0.13], [0.5, 0.0], [0.5, 0.13]])
 CUBE_JITTER_M = 0.03
 # the "anywhere" layout (tasks.py): each cube uniform in this area, redrawn until all are this far apart

@@ -1,4 +1,4 @@
-"""Markdown for closed-loop results (README tables, eval.md)."""
+"""Markdown for closed-loop results (docs/results/README.md tables, eval.md)."""
 
 from __future__ import annotations
 

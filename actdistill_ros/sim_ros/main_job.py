@@ -25,9 +25,10 @@ from .record import RecordConfig, record_demonstrations
 
 # The embedded default's model: a 64 px camera through a small CNN down to 8 x 8 vision tokens
 # (normalised), instructions as hashed words, a 6 x 128 decoder and a regression head with a
-# spatial read-out. Each of these was measured on this task (README, "The simulated arm"): the
-# linear patch embedding and the byte tokenizer learned slowly, un-normalised vision tokens sat
-# on a predict-the-mean plateau, and the pooled head without the read-out did not learn at all.
+# spatial read-out. Each of these was measured on this task (docs/results/README.md, "Closed loop
+# on the simulated arm"): the linear patch embedding and the byte tokenizer learned slowly,
+# un-normalised vision tokens sat on a predict-the-mean plateau, and the pooled head without the
+# read-out did not learn at all.
 SIM_MODEL = TinyVLAConfig(image_size=64, patch_size=8, hidden_size=128, num_layers=6, num_heads=4,
                           intermediate_size=256, max_text_tokens=48, chunk_size=4, vision_stem="conv",
                           vision_norm=True, tokenizer="words",
@@ -48,10 +49,10 @@ class MainJobPreset:
     keep_ratio: float = 0.3333  # 2 of the 6 layers
     # every input runs exactly its own top keep_ratio x L layers: with the default of 1 the router
     # moved depth between inputs (12% got one layer; keep 0.5: held-out error 1.32x against 1.06x
-    # with exactly 3; README Results, benchmarks/router_diagnostic.py)
+    # with exactly 3; docs/results/README.md, benchmarks/router_diagnostic.py)
     min_layers: int = 2
     # the router learns each layer's measured effect (RouterConfig.credit): top 2 of 6 read 1.06x the
-    # teacher's held-out error against 1.24x by the gate gradient, its routes informative (README Results)
+    # teacher's held-out error against 1.24x by the gate gradient, its routes informative (docs/results/README.md)
     credit: str = "measured"
     batch_size: int = 32
     augment_shift_px: int = 2  # teacher training: random image shifts (a regulariser against memorising demos)
@@ -62,7 +63,7 @@ PRESETS: dict[str, MainJobPreset] = {
     # the whole chain in a few minutes; too little training for a good policy
     "quick": MainJobPreset(RecordConfig(episodes=30), teacher_epochs=2, probe_epochs=1, student_epochs=1,
                            eval_episodes=3),
-    # the README results (`make demo`: the shipped teacher; `make shipped-checkpoints`: trains it too)
+    # docs/results/README.md (`make demo`: the shipped teacher; `make shipped-checkpoints`: trains it too)
     "default": MainJobPreset(RecordConfig(episodes=600), teacher_epochs=30, probe_epochs=1, student_epochs=4,
                              eval_episodes=50),
 }

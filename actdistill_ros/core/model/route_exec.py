@@ -12,7 +12,7 @@ How a route program runs (:class:`Execution`, a documented, typed option):
 
 * ``eager``: the layers in Python, no compilation (the reference; any device; the default,
   because on a small CPU model torch.compile's gain is within noise and its compile time is
-  seconds per route, see README Results).
+  seconds per route, see docs/results/README.md).
 * ``compile``: ``torch.compile`` of each route program, kept in a bounded LRU cache
   (``cache_size`` routes; the learned router uses a handful of routes in practice). Each route
   gets its own code object, so dynamo's guard cache is per route and an evicted route frees its

@@ -27,7 +27,7 @@ arm (keep 0.5 of 6 layers) the router gave 12% of the held-out inputs one layer 
 held-out error of 1.32x the teacher's; the same student running every input's own top 3 read
 1.13x, and a student trained so (``min_layers`` = keep_ratio x L: every input runs exactly its own
 top k, the cut then only decides which) 1.06x. Set ``min_layers`` so unless the inputs really
-differ in the depth they need (README Results).
+differ in the depth they need (docs/results/README.md).
 
 **What the router learns from.** ActDistill's: the straight-through gate gradient of the
 distillation loss (``straight_through_gates``). ``RouterConfig.credit = "measured"``: each layer's
