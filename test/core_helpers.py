@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import torch
 
@@ -33,3 +37,13 @@ def tiny_inputs(model: TinyVLA, batch: int = 2, seed: int = 0) -> dict[str, torc
     images = rng.integers(0, 255, (batch, 32, 32, 3), dtype=np.uint8)
     words = ["move to the red cube", "go to the blue block", "touch the green one"]
     return model.prepare(images, [words[i % 3] for i in range(batch)])
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package), so a test
+    can call its ``main(argv)`` and its functions in process."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

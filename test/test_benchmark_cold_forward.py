@@ -5,22 +5,17 @@ belongs to the machine)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cold_forward.py"
+from core_helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def cold_forward():
-    spec = importlib.util.spec_from_file_location("cold_forward", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cold_forward")
 
 
 def test_runs_on_the_shipped_policies_and_writes_one_row_per_cell(cold_forward, tmp_path, capsys):

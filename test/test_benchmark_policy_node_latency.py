@@ -6,24 +6,18 @@ malformed ``--node-param`` is refused. No timing is asserted (it belongs to the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
+from core_helpers import load_benchmark
 from policy_node_helpers import default_domain_id
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "policy_node_latency.py"
 
 
 @pytest.fixture(scope="module")
 def latency():
-    spec = importlib.util.spec_from_file_location("policy_node_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("policy_node_latency")
 
 
 @pytest.mark.ros

@@ -5,23 +5,18 @@ No timing is asserted (how fast a pass is belongs to the machine)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "routing_overhead.py"
+from core_helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def routing_overhead():
-    spec = importlib.util.spec_from_file_location("routing_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("routing_overhead")
 
 
 def test_writes_the_issues_rows_with_the_ideal_from_the_same_run(routing_overhead, tmp_path, capsys):
