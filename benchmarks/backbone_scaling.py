@@ -23,11 +23,13 @@ from actdistill_ros.core.device import resolve_device, resolve_dtype
 from actdistill_ros.core.model.flops import count_flops
 from actdistill_ros.core.model.student import RoutedStudent
 from actdistill_ros.core.model.tiny_vla import TinyVLA
+from actdistill_ros.core.progress import progress_bar
 
 
-def _time(fn, device, warmup: int, iters: int) -> float:
+def _time(fn, device, warmup: int, iters: int, bar) -> float:
     for _ in range(warmup):
         fn()
+        bar.update()
     times = []
     for _ in range(iters):
         if device.type == "cuda":
@@ -37,6 +39,7 @@ def _time(fn, device, warmup: int, iters: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1e3)
+        bar.update()
     return statistics.median(times)
 
 
@@ -74,16 +77,18 @@ def main() -> None:
         np.zeros((args.image, args.image, 3), np.uint8), ["pick up the green cube"]).items()}
 
     rows = []
-    with torch.inference_mode():
-        teacher_ms = _time(lambda: teacher(inputs), device, args.warmup, args.iters)
+    again = args.iters // 2 or 1
+    passes = args.warmup + args.iters + len(args.keep) * (args.warmup + args.iters + 2 + again)
+    with torch.inference_mode(), progress_bar(passes, "teacher and student passes", unit="pass") as bar:
+        teacher_ms = _time(lambda: teacher(inputs), device, args.warmup, args.iters, bar)
         teacher_flops = count_flops(lambda: teacher(inputs))
         for keep in args.keep:
             cap = max(1, round(keep * args.layers))
             student.set_budget(max_layers=cap)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            student_ms = _time(lambda: student.forward_routed(inputs), device, args.warmup, args.iters)
-            teacher_again = _time(lambda: teacher(inputs), device, 2, args.iters // 2 or 1)
+            student_ms = _time(lambda: student.forward_routed(inputs), device, args.warmup, args.iters, bar)
+            teacher_again = _time(lambda: teacher(inputs), device, 2, again, bar)
             flops = count_flops(lambda: student.forward_routed(inputs))
             rows.append({
                 "keep_ratio": keep, "layers_executed": cap, "student_latency_ms": student_ms,

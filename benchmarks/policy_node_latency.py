@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -71,6 +72,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from actdistill_ros.core.progress import progress_bar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # policy_node_helpers: node subprocess + client
@@ -117,15 +120,18 @@ def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterati
     policy.warmup(5)
     wall, reported, layers = [], [], []
     next_call = time.perf_counter()
-    for i in range(iterations):
-        if pace_hz > 0:
-            next_call += 1.0 / pace_hz
-            time.sleep(max(0.0, next_call - time.perf_counter()))
-        t0 = time.perf_counter()
-        out = policy.act(images[i % len(images)], INSTRUCTION)
-        wall.append((time.perf_counter() - t0) * 1e3)
-        reported.append(out.latency_ms)
-        layers.append(out.layers_executed)
+    desc = f"bare forward, {pace_hz:g} Hz" if pace_hz > 0 else "bare forward, back to back"
+    with progress_bar(iterations, desc, unit="pass") as bar:
+        for i in range(iterations):
+            if pace_hz > 0:
+                next_call += 1.0 / pace_hz
+                time.sleep(max(0.0, next_call - time.perf_counter()))
+            t0 = time.perf_counter()
+            out = policy.act(images[i % len(images)], INSTRUCTION)
+            wall.append((time.perf_counter() - t0) * 1e3)
+            reported.append(out.latency_ms)
+            layers.append(out.layers_executed)
+            bar.update()
     info = {
         "device": str(policy.device),
         "image_size": list(policy.image_size),
@@ -207,7 +213,10 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         t_start = time.monotonic()
         n_actions_before = len(client.actions)
         n_status_before = len(client.statuses)
-        client.spin_for(args.duration)
+        with progress_bar(math.ceil(args.duration), "node window", unit="s") as bar:
+            while (left := t_start + args.duration - time.monotonic()) > 0:
+                client.spin_for(min(1.0, left))
+                bar.update()
         t_end = time.monotonic()
         if timer is not None:
             client.node.destroy_timer(timer)
