@@ -4,7 +4,7 @@
         [--duration 20] [--image-rate 10] [--control-rate 10] [--size 224 | --width W --height H]
         [--camera-process] [--dds-profile large_images|FILE] [--set-max-layers-hz 10]
         [--command-timing timer|prediction] [--inference-priority N] [--node-source DIR]
-        [--node-param NAME:=VALUE ...] [--json out.json]
+        [--node-param NAME:=VALUE ...] [--interleave N] [--json out.json]
 
 1. Bare forward: ``RoutedPolicy.load(...)`` in this process, ``act()`` on the same kind of
    images the node will get (timed with perf_counter around the call), once before and once
@@ -44,6 +44,13 @@ Options for what a real arm adds:
 * ``--node-source DIR``: run the node from another checkout's sources (e.g. an older commit, for a
   before/after comparison); the interfaces still come from this venv.
 * ``--node-param NAME:=VALUE``: any other node parameter (repeatable), e.g. ``max_layers:=2``.
+* ``--interleave N``: N node windows of ``duration / N``, each followed by as long a paced bare
+  forward in this process while the node gets no images (and idles, stopping the arm for a stale
+  image). On a machine with slow stretches of seconds, a paced reference taken before the node
+  and a node window taken after it can land in different regimes; interleaved, both sample the
+  same minutes, and the JSON pairs each window with the paced forward after it
+  (``interleaved.pairs``, ``overhead_ms_median_of_pairs``). The paced reference of every other
+  field is then these calls.
 
 The JSON also keeps, call by call, the paced bare forward (``forward_paced_series_ms``) and each
 image's time to prediction with the node's forward (``node.image_to_ready_series``): on a shared
@@ -68,6 +75,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,23 +112,28 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterations: int, threads: int | None,
-                 pace_hz: float = 0.0) -> dict:
-    """``policy.act()`` back to back, or (``pace_hz`` > 0) one call per period as the node makes them:
-    at 10 Hz a pass finds its caches cold (on the 2-core VM 4.3 ms against 2.9 back to back), which
-    is the forward the node can have at best, so the node's own overhead is measured against it."""
+def load_bare_policy(checkpoint: str, device: str, threads: int | None):
+    """The student as the node loads it, in this process, warmed up."""
     import torch
 
     from actdistill_ros.core.policy import RoutedPolicy
 
     if threads is not None:
         torch.set_num_threads(threads)
-
     policy = RoutedPolicy.load(checkpoint or None, device=device)
     policy.warmup(5)
+    return policy
+
+
+def time_calls(policy, images: list[np.ndarray], iterations: int, pace_hz: float = 0.0,
+               desc: str = "") -> tuple[list[float], list[float], list[int]]:
+    """``policy.act()`` back to back, or (``pace_hz`` > 0) one call per period as the node makes them:
+    at 10 Hz a pass finds its caches cold (on the 2-core VM 4.3 ms against 2.9 back to back), which
+    is the forward the node can have at best, so the node's own overhead is measured against it.
+    Returns wall ms (perf_counter around the call), the latency ``act()`` reports and the layers run."""
     wall, reported, layers = [], [], []
     next_call = time.perf_counter()
-    desc = f"bare forward, {pace_hz:g} Hz" if pace_hz > 0 else "bare forward, back to back"
+    desc = desc or (f"bare forward, {pace_hz:g} Hz" if pace_hz > 0 else "bare forward, back to back")
     with progress_bar(iterations, desc, unit="pass") as bar:
         for i in range(iterations):
             if pace_hz > 0:
@@ -132,6 +145,16 @@ def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterati
             reported.append(out.latency_ms)
             layers.append(out.layers_executed)
             bar.update()
+    return wall, reported, layers
+
+
+def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterations: int, threads: int | None,
+                 pace_hz: float = 0.0) -> dict:
+    """:func:`time_calls` on a freshly loaded policy, with what the result needs to name the run."""
+    import torch
+
+    policy = load_bare_policy(checkpoint, device, threads)
+    wall, reported, layers = time_calls(policy, images, iterations, pace_hz)
     info = {
         "device": str(policy.device),
         "image_size": list(policy.image_size),
@@ -146,7 +169,11 @@ def bare_forward(checkpoint: str, device: str, images: list[np.ndarray], iterati
             "series_ms": [round(ms, 3) for ms in wall]}  # in call order: slow stretches show as runs
 
 
-def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
+def run_node(args, checkpoint: str, images: list[np.ndarray],
+             between: Callable[[int], None] | None = None) -> dict:
+    """The node phase: ``args.interleave`` windows (one when 0) of ``args.duration`` in all; after
+    window k, with no images flowing (the node idles, stopping the arm for a stale image),
+    ``between(k)`` runs this process's paced forward, so both see the machine in the same moments."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
@@ -186,22 +213,22 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         if not node.alive():
             raise RuntimeError(f"node exited at start-up:\n{node.output()}")
         timer = None
+        msgs = [image_msg(img) for img in images]
+        counter = {"i": 0}
+
+        def publish():
+            msg = msgs[counter["i"] % len(msgs)]
+            counter["i"] += 1
+            msg.header.stamp = client.node.get_clock().now().to_msg()
+            client.image_pub.publish(msg)
+            published[stamp_to_ns(msg.header.stamp)] = time.monotonic()
+
         if args.camera_process:
             camera = subprocess.Popen(
                 [sys.executable, "-c", CAMERA_CODE, str(args.width), str(args.height), str(args.image_rate),
                  f"{ns}/image"], env={**os.environ, "ROS_DOMAIN_ID": str(domain_id), **args.dds_env},
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         else:
-            msgs = [image_msg(img) for img in images]
-            counter = {"i": 0}
-
-            def publish():
-                msg = msgs[counter["i"] % len(msgs)]
-                counter["i"] += 1
-                msg.header.stamp = client.node.get_clock().now().to_msg()
-                client.image_pub.publish(msg)
-                published[stamp_to_ns(msg.header.stamp)] = time.monotonic()
-
             timer = client.node.create_timer(1.0 / args.image_rate, publish)
         if args.camera_process:  # the camera process takes seconds to start: wait for its first frame
             client.spin_until(lambda: any(m.layers_executed > 0 for _, m in client.statuses), 120.0,
@@ -210,16 +237,29 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         param_changes = None
         if args.set_max_layers_hz > 0:
             param_changes = start_budget_changes(client, args.set_max_layers_hz, param_stats)
-        t_start = time.monotonic()
+        n_windows = max(1, args.interleave)
+        window_s = args.duration / n_windows
+        windows: list[tuple[float, float]] = []  # (open, close), this process's monotonic clock
         n_actions_before = len(client.actions)
         n_status_before = len(client.statuses)
-        with progress_bar(math.ceil(args.duration), "node window", unit="s") as bar:
-            while (left := t_start + args.duration - time.monotonic()) > 0:
-                client.spin_for(min(1.0, left))
-                bar.update()
-        t_end = time.monotonic()
-        if timer is not None:
-            client.node.destroy_timer(timer)
+        for k in range(n_windows):
+            if k:  # images again, the node out of its stale-image stop before the window opens
+                timer = client.node.create_timer(1.0 / args.image_rate, publish)
+                client.spin_for(min(args.settle, 1.0))
+            w_start = time.monotonic()
+            desc = "node window" if n_windows == 1 else f"node window {k + 1}/{n_windows}"
+            with progress_bar(math.ceil(window_s), desc, unit="s") as bar:
+                while (left := w_start + window_s - time.monotonic()) > 0:
+                    client.spin_for(min(1.0, left))
+                    bar.update()
+            windows.append((w_start, time.monotonic()))
+            if timer is not None:
+                client.node.destroy_timer(timer)
+                timer = None
+            if between is not None:
+                client.spin_for(0.3)  # the window's last actions and statuses, before this process goes quiet
+                between(k)
+        t_start, t_end = windows[0][0], windows[-1][1]
         if param_changes is not None:
             param_changes.set()
         client.spin_for(0.5)  # the last parameter answers
@@ -234,15 +274,18 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     if rc not in (0, None):
         raise RuntimeError(f"node exit status {rc}:\n{log}")
 
+    def window_of(t: float) -> int | None:
+        return next((k for k, (w0, w1) in enumerate(windows) if w0 <= t <= w1), None)
+
     actions = client.actions[n_actions_before:]
-    # statuses of the window only (the stream stops at its end, the last answers are awaited after)
-    window_statuses = [(t, m) for t, m in client.statuses[n_status_before:] if t <= t_end]
-    arrivals = [t for t, _ in actions if t_start <= t <= t_end]
+    # statuses of the windows only (the stream stops at a window's end, the last answers are awaited after)
+    window_statuses = [(t, m) for t, m in client.statuses[n_status_before:] if window_of(t) is not None]
+    arrivals_by_window = [[t for t, _ in actions if w0 <= t <= w1] for w0, w1 in windows]
     first_arrival: dict[int, float] = {}
     sources: dict[int, int] = {}
     wall_minus_monotonic = time.time() - time.monotonic()
     for t, msg in actions:
-        if t_start <= t <= t_end:
+        if window_of(t) is not None:
             sources[msg.source] = sources.get(msg.source, 0) + 1
         ns_stamp = stamp_to_ns(msg.header.stamp)
         if args.camera_process and msg.source in (2, 3) and ns_stamp not in first_arrival:  # POLICY, BLEND
@@ -250,12 +293,14 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
             published.setdefault(ns_stamp, ns_stamp / 1e9 - wall_minus_monotonic)
         if ns_stamp in published and ns_stamp not in first_arrival:
             first_arrival[ns_stamp] = t
-    e2e = [(first_arrival[s] - published[s]) * 1e3 for s in first_arrival if t_start <= published[s] <= t_end]
+    e2e = [(first_arrival[s] - published[s]) * 1e3 for s in first_arrival if window_of(published[s]) is not None]
     if args.camera_process:
         images_in_window = int(round(args.image_rate * (t_end - t_start)))
     else:
-        images_in_window = sum(1 for t in published.values() if t_start <= t <= t_end)
-    intervals = np.diff(arrivals) if len(arrivals) > 1 else np.array([])
+        images_in_window = sum(1 for t in published.values() if window_of(t) is not None)
+    # control periods within each window (the gaps between windows are not periods)
+    intervals = np.concatenate([np.diff(ts) for ts in arrivals_by_window if len(ts) > 1] or [np.array([])])
+    span_s = sum(ts[-1] - ts[0] for ts in arrivals_by_window if len(ts) > 1)
     period = 1.0 / args.control_rate
     jitter_ms = (np.abs(intervals - period) * 1e3).tolist()
     node_inference = [
@@ -271,18 +316,28 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
     transport: dict[int, float] = {}
     in_node_beyond_forward: dict[int, float] = {}
     forward_of: dict[int, float] = {}
-    for _, m in window_statuses:
+    # every status after the window opened (also the drain after each window): an image of a window
+    # counts, whichever moment its prediction was reported
+    for _, m in client.statuses[n_status_before:]:
         image_ns = stamp_to_ns(m.prediction_image_stamp)
-        if image_ns in published and image_ns not in ready:
+        if image_ns in published and image_ns not in ready and window_of(published[image_ns]) is not None:
             ready_ns, received_ns = stamp_to_ns(m.prediction_ready_stamp), stamp_to_ns(m.prediction_received_stamp)
             ready[image_ns] = (ready_ns - image_ns) / 1e6
             forward_of[image_ns] = m.inference_latency_ms
             if received_ns:  # (an older node, --node-source, leaves it zero)
                 transport[image_ns] = (received_ns - image_ns) / 1e6
                 in_node_beyond_forward[image_ns] = (ready_ns - received_ns) / 1e6 - m.inference_latency_ms
+    by_window = [[s for s in ready if window_of(published[s]) == k] for k in range(len(windows))]
     return {
         "e2e_ms": summary(e2e),
         "image_to_ready_ms": summary(list(ready.values())),
+        # window by window (one entry unless --interleave): seconds since the first opened, and its images
+        "windows": [
+            {"open_s": round(w0 - t_start, 3), "close_s": round(w1 - t_start, 3),
+             "image_to_ready_ms": summary([ready[s] for s in images]),
+             "node_forward_ms": summary([forward_of[s] for s in images])}
+            for (w0, w1), images in zip(windows, by_window, strict=True)
+        ],
         # per image of the summary above, in publication order: (s since the window opened, ms to
         # prediction ready, the node's forward ms): where the slow passes fall (periodic, in runs, ...)
         "image_to_ready_series": [[round(published[s] - t_start, 4), round(ms, 3), round(forward_of[s], 3)]
@@ -292,7 +347,7 @@ def run_node(args, checkpoint: str, images: list[np.ndarray]) -> dict:
         "images_published": images_in_window,
         "images_acted_on": len(e2e),
         "control_target_hz": float(args.control_rate),
-        "control_achieved_hz": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0,
+        "control_achieved_hz": len(intervals) / span_s if span_s > 0 else 0.0,
         "period_jitter_ms": summary(jitter_ms),
         "node_inference_ms": summary(node_inference),
         "control_period_ms": summary((intervals * 1e3).tolist()),
@@ -384,11 +439,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="one more node parameter (repeatable), the value read as YAML, e.g. "
                              "diagnostics_rate_hz:=0.0")
     parser.add_argument("--forward-iterations", type=int, default=100)
+    parser.add_argument("--interleave", type=int, default=0, metavar="N",
+                        help="split the window into N node windows, each followed by as long a paced bare "
+                             "forward in this process (the paced reference then shares the machine's moments "
+                             "with the node); 0 = one window, the paced forward before it")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads, both phases")
     parser.add_argument("--domain-id", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     args.node_params = node_params(parser, args.node_param)
+    if args.interleave:
+        if args.interleave < 2:
+            parser.error(f"--interleave {args.interleave}: give 2 or more windows (0 = one window, no interleaving)")
+        if args.duration / args.interleave < 1.0:
+            parser.error(f"--interleave {args.interleave}: windows of {args.duration / args.interleave:.2f} s "
+                         f"(--duration {args.duration:g}); each needs at least 1 s")
+        if args.camera_process or args.set_max_layers_hz > 0:
+            parser.error("--interleave needs the images from this process and no --set-max-layers-hz: both "
+                         "would go on while the paced forward runs")
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.width = args.width or args.size
@@ -408,10 +476,25 @@ def main(argv: list[str] | None = None) -> int:
     # bare forward before and after the node phase: on a shared machine the two can differ;
     # the overhead is computed against the faster one (the conservative choice)
     before = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads)
-    paced_run = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads,
-                             pace_hz=args.image_rate)
-    paced = paced_run["wall_ms"]
-    node = run_node(args, checkpoint, images)
+    if args.interleave:  # the paced reference in between the node windows, as many calls as images
+        policy = load_bare_policy(checkpoint, args.device, args.torch_threads)
+        paced_windows: list[list[float]] = []
+        calls = max(3, round(args.image_rate * args.duration / args.interleave))
+
+        def paced_window(k: int) -> None:
+            wall, _, _ = time_calls(policy, images, calls, args.image_rate,
+                                    f"paced forward {k + 1}/{args.interleave}")
+            paced_windows.append(wall)
+
+        node = run_node(args, checkpoint, images, between=paced_window)
+        del policy
+        paced_series = [round(ms, 3) for wall in paced_windows for ms in wall]
+    else:
+        paced_series = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads,
+                                    pace_hz=args.image_rate)["series_ms"]
+        paced_windows = []
+        node = run_node(args, checkpoint, images)
+    paced = summary(paced_series)
     after = bare_forward(checkpoint, args.device, images, args.forward_iterations, args.torch_threads)
     forward = min(before, after, key=lambda r: r["wall_ms"]["median"])
     forward = {**{k: v for k, v in forward.items() if k != "series_ms"}, "before_ms": before["wall_ms"],
@@ -445,12 +528,30 @@ def main(argv: list[str] | None = None) -> int:
         "forward_paced_ms": paced,
         # every paced call in order (--forward-iterations 600: a minute at 10 Hz): does the machine
         # itself have slow stretches, with no node and no DDS in the process?
-        "forward_paced_series_ms": paced_run["series_ms"],
+        "forward_paced_series_ms": paced_series,
+        "paced_reference": "interleaved with the node windows" if args.interleave else "before the node",
         "pipeline_overhead_vs_paced_ms_median": node["image_to_ready_ms"]["median"] - paced["median"],
         "pipeline_overhead_vs_paced_ms_p99": node["image_to_ready_ms"]["p99"] - paced["p99"],
         "overhead_vs_paced_ms_median": node["e2e_ms"]["median"] - paced["median"],
         "overhead_vs_paced_ms_p99": node["e2e_ms"]["p99"] - paced["p99"],
     }
+    if args.interleave:
+        # window by window: the node's image -> ready and its own forward, each against the paced
+        # forward that followed it; the median of the differences pairs the machine's moments
+        pairs = [{"image_to_ready_median_ms": w["image_to_ready_ms"]["median"],
+                  "node_forward_median_ms": w["node_forward_ms"]["median"],
+                  "paced_forward_median_ms": pct(wall, 50)}
+                 for w, wall in zip(node["windows"], paced_windows, strict=True)]
+        for pair in pairs:
+            pair["overhead_ms"] = pair["image_to_ready_median_ms"] - pair["paced_forward_median_ms"]
+            pair["node_forward_minus_paced_ms"] = pair["node_forward_median_ms"] - pair["paced_forward_median_ms"]
+        result["interleaved"] = {
+            "windows": args.interleave,
+            "calls_per_paced_window": calls,
+            "pairs": pairs,
+            "overhead_ms_median_of_pairs": pct([p["overhead_ms"] for p in pairs], 50),
+            "node_forward_minus_paced_ms_median_of_pairs": pct([p["node_forward_minus_paced_ms"] for p in pairs], 50),
+        }
 
     f, n = forward["wall_ms"], node
     rows = [
@@ -501,6 +602,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.set_max_layers_hz:
         print(f"max_layers changes: {n['budget_changes']}")
+    if args.interleave:
+        inter = result["interleaved"]
+        print(f"interleaved, {args.interleave} node windows each followed by {calls} paced calls "
+              "(image -> ready / node forward / paced forward / overhead, medians, ms):")
+        for k, pair in enumerate(inter["pairs"]):
+            print(f"  window {k + 1}: {pair['image_to_ready_median_ms']:.2f} / {pair['node_forward_median_ms']:.2f} / "
+                  f"{pair['paced_forward_median_ms']:.2f} / {pair['overhead_ms']:.2f}")
+        print(f"  overhead beyond the paced forward, median of the pairs: "
+              f"{inter['overhead_ms_median_of_pairs']:.2f} ms (the node's forward - the paced one: "
+              f"{inter['node_forward_minus_paced_ms_median_of_pairs']:.2f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
