@@ -101,11 +101,17 @@ class Running:
         return self.client.spin_until(check, timeout, what)
 
 
-@pytest.fixture(scope="module")
-def running(checkpoint, domain_id, log_dir):
-    """The main node; the instruction is published (latched) BEFORE the node starts."""
+@pytest.fixture(scope="module", params=["single_threaded", "events"])
+def running(request, checkpoint, domain_id, log_dir):
+    """The main node, once on each executor (every test below runs on both); the instruction is
+    published (latched) BEFORE the node starts."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
+
+    from actdistill_ros.nodes.spin import events_executor_available
+
+    if request.param == "events" and not events_executor_available():
+        pytest.skip("this rclpy has no rclpy.experimental.EventsExecutor (ROS 2 Kilted or newer)")
 
     ns = unique_namespace()
     client = Client(ns, domain_id)
@@ -113,7 +119,8 @@ def running(checkpoint, domain_id, log_dir):
     instruction_pub = client.node.create_publisher(String, "instruction", latched)
     instruction_pub.publish(String(data=INSTRUCTION))
     client.spin_for(0.2)
-    node = NodeProcess({"checkpoint": str(checkpoint), **NODE_PARAMS}, ns, domain_id, log_dir=log_dir)
+    node = NodeProcess({"checkpoint": str(checkpoint), **NODE_PARAMS, "executor": request.param}, ns, domain_id,
+                       log_dir=log_dir)
     r = Running(node, client)
     r.instruction_pub = instruction_pub
     try:
@@ -613,6 +620,7 @@ def test_bad_parameters_exit_nonzero_with_clear_message(tmp_path, domain_id):
         "missing": ({"checkpoint": str(tmp_path / "nope")}, "checkpoint not found"),
         "corrupt": ({"checkpoint": str(corrupt)}, "invalid JSON"),
         "rate": ({"control_rate_hz": -1.0}, "'control_rate_hz' must be > 0"),
+        "executor": ({"executor": "multi"}, "'multi' is not one of single_threaded, events"),
         "limit": (
             {"limits.max_linear_step": -0.1, "image_timeout_s": 0},
             "'limits.max_linear_step' must be >= 0",

@@ -28,6 +28,7 @@ from actdistill_ros.core.typed_config import ConfigError, Float, Int, field_rang
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 COMMAND_TIMINGS = ("timer", "prediction")
 EXECUTIONS = ("eager", "compile", "cuda_graphs")
+EXECUTORS = ("single_threaded", "events")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -124,6 +125,10 @@ class PolicyParameters:
     inference_priority: Int = Field(0, ge=0, le=99, description=(
         "real-time priority (SCHED_FIFO, 1-99) of the inference thread, so that other processes cannot delay a "
         "forward pass (Linux; needs CAP_SYS_NICE or an rtprio limit); 0 = normal scheduling"))
+    executor: Annotated[str, _one_of(EXECUTORS)] = Field("single_threaded", description=(
+        "what runs the callbacks: single_threaded (rclpy's executor, in Python) or events "
+        "(rclpy.experimental.EventsExecutor, in C++: a fraction of the Python, and of the GIL the forward pass "
+        "waits for, per callback; ROS 2 Kilted or newer; not with command_timing prediction)"))
     image_timeout_s: Float = Field(0.5, gt=0.0, le=60.0,
                                    description="stop when the newest image is older than this [s]")
     instruction_timeout_s: Float = Field(300.0, gt=0.0, le=1e9,
@@ -202,6 +207,7 @@ class NodeConfig:
     execution: str
     latency_budget_ms: float
     inference_priority: int
+    executor: str
     image_timeout_s: float
     instruction_timeout_s: float
     teleop_timeout_s: float
@@ -260,6 +266,11 @@ def validate_config(values: dict[str, Any]) -> NodeConfig:
             workspace = WorkspaceBox(p.workspace.min, p.workspace.max)
         except ValueError as exc:
             errors.append(f"parameters 'workspace.min'/'workspace.max': {exc}")
+    if p.executor == "events" and p.command_timing == "prediction":
+        # rclpy's EventsExecutor raises "Guard conditions not supported" on its first spin
+        errors.append("parameters 'executor'/'command_timing': the events executor has no guard conditions, which "
+                      "command_timing prediction needs to send a command the moment a prediction is ready; use "
+                      "executor single_threaded or command_timing timer")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     plain = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in ("limits", "workspace")}

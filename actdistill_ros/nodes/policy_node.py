@@ -52,7 +52,9 @@ Timing: ``command_timing: timer`` sends one command per control tick; ``predicti
 the moment a prediction is ready (a guard condition wakes the executor) and restarts the timer, so
 with the camera at the control rate commands are forward + transport old, not up to a period more.
 ``inference_priority`` (> 0) puts the worker under real-time scheduling (``SCHED_FIFO``,
-:mod:`.thread_priority`): busy neighbours on the machine no longer delay a pass.
+:mod:`.thread_priority`): busy neighbours on the machine no longer delay a pass. ``executor: events``
+runs the callbacks on rclpy's EventsExecutor (:func:`.spin.make_executor`): far less Python per
+callback, so the executor thread takes the GIL from a forward pass less often.
 ``latency_budget_ms`` (> 0): the worker lowers/raises the layer cap after each pass by the rule of
 :mod:`actdistill_ros.control.latency_budget` (below the operator's ``max_layers``; one layer's share
 of a full pass, for its latency model, from the checkpoint's FLOP split); ``status`` reports the
@@ -130,7 +132,7 @@ from actdistill_ros.msg import EndEffectorAction, ModeTransition, PolicyStatus
 from actdistill_ros.srv import SetMode
 
 from .parameters import descriptor
-from .spin import run_node
+from .spin import events_executor_available, run_node
 from .thread_priority import set_fifo_priority
 
 try:
@@ -166,6 +168,9 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.cfg = self._declare_and_read_parameters()
+        if self.cfg.executor == "events" and not events_executor_available():
+            raise ConfigError("parameter 'executor' events: this rclpy has no rclpy.experimental.EventsExecutor "
+                              "(ROS 2 Kilted or newer); use single_threaded")
         self._lock = threading.Lock()  # guards every piece of state below shared across threads
         self._mailbox = threading.Condition(self._lock)
         self.lifecycle_state = "unconfigured"  # lifecycle state (the executor thread changes it)
@@ -898,7 +903,8 @@ def main(args: list[str] | None = None) -> int:
     # thread's forward pass needs the GIL between every torch op; at the default 5 ms switch
     # interval one executor burst could hold a 1-2 ms forward pass for milliseconds.
     sys.setswitchinterval(0.0005)
-    return run_node(PolicyNode, NODE_NAME, (ConfigError,), PolicyNode.shutdown, args, start=autostart)
+    return run_node(PolicyNode, NODE_NAME, (ConfigError,), PolicyNode.shutdown, args, start=autostart,
+                    executor_kind=lambda node: node.cfg.executor)
 
 
 if __name__ == "__main__":
