@@ -104,7 +104,6 @@ def test_ints_accepted_for_floats():
         ({"max_layers": 2000}, "'max_layers' must be <= 1024, got 2000"),
         ({"command_timing": "often"}, "parameter 'command_timing': 'often' is not one of timer, prediction"),
         ({"executor": "multi"}, "parameter 'executor': 'multi' is not one of single_threaded, events"),
-        ({"executor": "events", "command_timing": "prediction"}, "the events executor has no guard conditions"),
     ],
 )
 def test_invalid_values(overrides, message):

@@ -32,20 +32,25 @@ PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory):
+@pytest.fixture(scope="module", params=["single_threaded", "events"])
+def running(request, tmp_path_factory):
+    """The node once on each executor: both must send a command the moment a prediction is ready."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
+    from actdistill_ros.nodes.spin import events_executor_available
+
     from policy_node_helpers import make_tiny_checkpoint
 
+    if request.param == "events" and not events_executor_available():
+        pytest.skip("this rclpy has no rclpy.experimental.EventsExecutor (ROS 2 Kilted or newer)")
     checkpoint = make_tiny_checkpoint(tmp_path_factory.mktemp("student") / "tiny", chunk_size=CHUNK)
     ns = unique_namespace("timing")
     client = Client(ns, default_domain_id())
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     publisher = client.node.create_publisher(String, "instruction", latched)
     publisher.publish(String(data="pick up the red block"))
-    node = NodeProcess({"checkpoint": str(checkpoint), **PARAMS}, ns, default_domain_id())
+    node = NodeProcess({"checkpoint": str(checkpoint), **PARAMS, "executor": request.param}, ns, default_domain_id())
     try:
         client.spin_until(lambda: client.statuses or not node.alive(), 60.0, "first status")
         assert node.alive(), node.output()

@@ -128,7 +128,7 @@ class PolicyParameters:
     executor: Annotated[str, _one_of(EXECUTORS)] = Field("single_threaded", description=(
         "what runs the callbacks: single_threaded (rclpy's executor, in Python) or events "
         "(rclpy.experimental.EventsExecutor, in C++: a fraction of the Python, and of the GIL the forward pass "
-        "waits for, per callback; ROS 2 Kilted or newer; not with command_timing prediction)"))
+        "waits for, per callback; ROS 2 Kilted or newer)"))
     image_timeout_s: Float = Field(0.5, gt=0.0, le=60.0,
                                    description="stop when the newest image is older than this [s]")
     instruction_timeout_s: Float = Field(300.0, gt=0.0, le=1e9,
@@ -266,11 +266,6 @@ def validate_config(values: dict[str, Any]) -> NodeConfig:
             workspace = WorkspaceBox(p.workspace.min, p.workspace.max)
         except ValueError as exc:
             errors.append(f"parameters 'workspace.min'/'workspace.max': {exc}")
-    if p.executor == "events" and p.command_timing == "prediction":
-        # rclpy's EventsExecutor raises "Guard conditions not supported" on its first spin
-        errors.append("parameters 'executor'/'command_timing': the events executor has no guard conditions, which "
-                      "command_timing prediction needs to send a command the moment a prediction is ready; use "
-                      "executor single_threaded or command_timing timer")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     plain = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in ("limits", "workspace")}

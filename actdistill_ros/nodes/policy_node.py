@@ -49,7 +49,7 @@ inference. One command per tick: the chunk executor's step in AUTONOMY (the blen
 ramp), the human command in TELEOP and SHADOW.
 
 Timing: ``command_timing: timer`` sends one command per control tick; ``prediction`` also sends one
-the moment a prediction is ready (a guard condition wakes the executor) and restarts the timer, so
+the moment a prediction is ready (the worker hands the executor a task) and restarts the timer, so
 with the camera at the control rate commands are forward + transport old, not up to a period more.
 ``inference_priority`` (> 0) puts the worker under real-time scheduling (``SCHED_FIFO``,
 :mod:`.thread_priority`): busy neighbours on the machine no longer delay a pass. ``executor: events``
@@ -181,7 +181,6 @@ class PolicyNode(LifecycleNode):
         self._budget: tuple[int | None, float | None] = (None, None)  # the operator's (max_layers, threshold)
         self._deadline: LatencyBudget | None = None  # latency_budget_ms > 0: the cap it keeps (worker only)
         self._deadline_report: tuple[int, int, float] = (0, 0, math.nan)  # (cap, misses, p95) for status
-        self._ready_signal = None  # command_timing 'prediction': wakes the executor when a prediction is ready
         self._last_prediction_tick_ns: int | None = None  # node clock of the last prediction-driven command
         self._worker: threading.Thread | None = None
         self._stopping = False
@@ -363,8 +362,6 @@ class PolicyNode(LifecycleNode):
             set_fifo_priority(self._worker.native_id, cfg.inference_priority)
             self.get_logger().info(f"inference thread: SCHED_FIFO priority {cfg.inference_priority}")
         self._timer = self.create_timer(cfg.period_s, self._on_timer)
-        if cfg.command_timing == "prediction":
-            self._ready_signal = self.create_guard_condition(self._on_prediction_ready)
         self.lifecycle_state = "inactive"
         p = self.policy
         self.get_logger().info(
@@ -432,9 +429,6 @@ class PolicyNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
-        if self._ready_signal is not None:
-            self.destroy_guard_condition(self._ready_signal)
-            self._ready_signal = None
         device = getattr(self.policy, "device", None)
         self.policy = None
         self._policy_info = None
@@ -658,8 +652,8 @@ class PolicyNode(LifecycleNode):
                 self._last_prediction_stamps = (stamp, frame.received_stamp, ready)
                 self._prediction_ready = time.monotonic()
                 self._chunk_pending = (out.actions, stamp)
-            if self._ready_signal is not None:
-                self._ready_signal.trigger()  # the command goes out now, not at the next tick
+            if self.cfg.command_timing == "prediction":
+                self._run_on_executor(self._on_prediction_ready)  # the command goes out now, not at the next tick
             if self._deadline is not None:
                 self._keep_deadline(policy, out.latency_ms, out.layers_executed)
 
@@ -698,6 +692,14 @@ class PolicyNode(LifecycleNode):
         cap = layer_cap(self._budget[0], deadline.cap, policy.layers_total)
         with self._lock:
             self._deadline_report = (cap or 0, deadline.misses, deadline.p95_ms)
+
+    def _run_on_executor(self, callback) -> None:
+        """Worker thread: run ``callback`` on the executor thread as soon as it is free. A task,
+        not a guard condition: both executors take tasks from other threads, and rclpy's
+        EventsExecutor has no guard conditions."""
+        executor = self.executor
+        if executor is not None:  # None only while the node is not (or no longer) being spun
+            executor.create_task(callback)
 
     def _on_prediction_ready(self) -> None:
         """Executor thread (command_timing 'prediction'): a command from the fresh prediction now,
