@@ -52,6 +52,11 @@ Options for what a real arm adds:
   (``interleaved.pairs``, ``overhead_ms_median_of_pairs``). The paced reference of every other
   field is then these calls.
 
+The node's CPU time is counted thread by thread over the windows (Linux ``/proc``;
+``node.thread_cpu_ms_per_s``): the executor (the main thread, which spins: callbacks and
+rclpy's bookkeeping, the Python that takes the GIL from a forward pass), the inference worker
+(by its kernel name) and the rest (DDS, logging). Compare ``--node-param executor:=events``.
+
 The JSON also keeps, call by call, the paced bare forward (``forward_paced_series_ms``) and each
 image's time to prediction with the node's forward (``node.image_to_ready_series``): on a shared
 VM whole seconds of slow passes come and go, and these show whether a slow run was the node or
@@ -96,6 +101,34 @@ from policy_node_helpers import (  # noqa: E402
 )
 
 INSTRUCTION = "pick up the red block"
+THREAD_ROLES = ("executor", "inference", "other")
+
+
+def thread_cpu_ms(pid: int) -> dict[str, float]:
+    """CPU time so far of process ``pid``'s threads by role, ms: the main thread (which spins the
+    executor), the inference worker (named by the node, :data:`INFERENCE_THREAD_NAME`), all others
+    (DDS, logging). Empty where there is no ``/proc``; a thread that ended is no longer counted."""
+    from actdistill_ros.nodes.thread_priority import INFERENCE_THREAD_NAME
+
+    tick_ms = 1e3 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10.0
+    totals = dict.fromkeys(THREAD_ROLES, 0.0)
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            comm = (task / "comm").read_text().strip()
+            try:  # nanoseconds on the CPU (schedstat), else user + system clock ticks (stat)
+                ms = int((task / "schedstat").read_text().split()[0]) / 1e6
+            except (OSError, ValueError, IndexError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                ms = (int(fields[11]) + int(fields[12])) * tick_ms
+        except OSError:  # the thread ended meanwhile
+            continue
+        role = "executor" if task.name == str(pid) else "inference" if comm == INFERENCE_THREAD_NAME else "other"
+        totals[role] += ms
+    return totals
 
 
 def pct(values: list[float], q: float) -> float:
@@ -240,12 +273,14 @@ def run_node(args, checkpoint: str, images: list[np.ndarray],
         n_windows = max(1, args.interleave)
         window_s = args.duration / n_windows
         windows: list[tuple[float, float]] = []  # (open, close), this process's monotonic clock
+        window_cpu: list[dict[str, float]] = []  # the node's CPU ms per thread role, window by window
         n_actions_before = len(client.actions)
         n_status_before = len(client.statuses)
         for k in range(n_windows):
             if k:  # images again, the node out of its stale-image stop before the window opens
                 timer = client.node.create_timer(1.0 / args.image_rate, publish)
                 client.spin_for(min(args.settle, 1.0))
+            cpu_open = thread_cpu_ms(node.proc.pid)
             w_start = time.monotonic()
             desc = "node window" if n_windows == 1 else f"node window {k + 1}/{n_windows}"
             with progress_bar(math.ceil(window_s), desc, unit="s") as bar:
@@ -253,6 +288,8 @@ def run_node(args, checkpoint: str, images: list[np.ndarray],
                     client.spin_for(min(1.0, left))
                     bar.update()
             windows.append((w_start, time.monotonic()))
+            cpu_close = thread_cpu_ms(node.proc.pid)
+            window_cpu.append({k: cpu_close[k] - cpu_open[k] for k in cpu_open if k in cpu_close})
             if timer is not None:
                 client.node.destroy_timer(timer)
                 timer = None
@@ -328,6 +365,8 @@ def run_node(args, checkpoint: str, images: list[np.ndarray],
                 transport[image_ns] = (received_ns - image_ns) / 1e6
                 in_node_beyond_forward[image_ns] = (ready_ns - received_ns) / 1e6 - m.inference_latency_ms
     by_window = [[s for s in ready if window_of(published[s]) == k] for k in range(len(windows))]
+    window_s = [w1 - w0 for w0, w1 in windows]
+    cpu_roles = [role for role in THREAD_ROLES if all(role in cpu for cpu in window_cpu)]
     return {
         "e2e_ms": summary(e2e),
         "image_to_ready_ms": summary(list(ready.values())),
@@ -335,9 +374,13 @@ def run_node(args, checkpoint: str, images: list[np.ndarray],
         "windows": [
             {"open_s": round(w0 - t_start, 3), "close_s": round(w1 - t_start, 3),
              "image_to_ready_ms": summary([ready[s] for s in images]),
-             "node_forward_ms": summary([forward_of[s] for s in images])}
-            for (w0, w1), images in zip(windows, by_window, strict=True)
+             "node_forward_ms": summary([forward_of[s] for s in images]),
+             "thread_cpu_ms_per_s": {role: round(cpu[role] / span, 2) for role in cpu_roles}}
+            for (w0, w1), images, cpu, span in zip(windows, by_window, window_cpu, window_s, strict=True)
         ],
+        # the node's threads over all windows, CPU ms per second of window ({} without /proc)
+        "thread_cpu_ms_per_s": {role: round(sum(cpu[role] for cpu in window_cpu) / sum(window_s), 2)
+                                for role in cpu_roles},
         # per image of the summary above, in publication order: (s since the window opened, ms to
         # prediction ready, the node's forward ms): where the slow passes fall (periodic, in runs, ...)
         "image_to_ready_series": [[round(published[s] - t_start, 4), round(ms, 3), round(forward_of[s], 3)]
@@ -596,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:32s}{med:>10s}{p99:>10s}")
     print(f"control rate achieved: {n['control_achieved_hz']:.2f} Hz (target {args.control_rate:g})")
     print(f"images acted on: {n['images_acted_on']}/{n['images_published']} (newest frame only)")
+    if n["thread_cpu_ms_per_s"]:
+        print("node CPU per thread [ms/s]: " + ", ".join(f"{k} {v:.1f}" for k, v in n["thread_cpu_ms_per_s"].items()))
     print(
         f"expected wait for the next tick: ~{result['expected_tick_wait_ms']:.0f} ms on average; "
         f"alarms during the window: {n['alarms']} ({n['stale_image_stops']} for a stale image)"

@@ -1,7 +1,8 @@
 """benchmarks/policy_node_latency.py: a short real run (the node in its own process, images over
 Fast DDS) writes the split the README reads (transport, the node beyond its forward, the overhead
 against the back-to-back and the paced forward), one entry per acted-on image in the series, the
-paced forward call by call, the extra node parameters it was given, and no machine path; an
+paced forward call by call, the node's CPU time thread by thread, the extra node parameters it was given,
+and no machine path; an
 interleaved run pairs each node window with the paced forward after it; a malformed
 ``--node-param`` or an impossible ``--interleave`` is refused. No timing is asserted (it belongs to the machine)."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 
 import pytest
 
@@ -42,6 +44,10 @@ def test_a_short_run_writes_the_split_the_series_and_the_node_params(latency, tm
         statistics.median(result["forward_paced_series_ms"]), abs=1e-3)  # the series is the calls summarised
     assert result["pipeline_overhead_vs_paced_ms_median"] == pytest.approx(
         node["image_to_ready_ms"]["median"] - result["forward_paced_ms"]["median"])
+    if sys.platform == "linux":  # the node's CPU by thread: the worker found by the name the node gave it
+        cpu = node["thread_cpu_ms_per_s"]
+        assert set(cpu) == set(latency.THREAD_ROLES) and cpu["executor"] > 0 and cpu["inference"] > 0, cpu
+        assert node["windows"][0]["thread_cpu_ms_per_s"] == cpu  # one window: the same seconds
 
 
 @pytest.mark.ros

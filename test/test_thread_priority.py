@@ -1,5 +1,6 @@
 """Real-time scheduling of the policy node's inference thread (``inference_priority``): the
-thread gets it, no other thread does, and a machine that does not allow it gets a clear error."""
+thread gets it, no other thread does, and a machine that does not allow it gets a clear error.
+Its kernel name: set on that thread only, cut to the kernel's 15 characters."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from actdistill_ros.core.typed_config import ConfigError
-from actdistill_ros.nodes.thread_priority import fifo_priority, set_fifo_priority
+from actdistill_ros.nodes.thread_priority import fifo_priority, name_thread, set_fifo_priority
 
 from policy_node_helpers import NodeProcess, default_domain_id, make_tiny_checkpoint, unique_namespace
 
@@ -41,6 +42,26 @@ def _realtime_allowed(priority: int = PRIORITY) -> bool:
 needs_realtime = pytest.mark.skipif(
     sys.platform != "linux" or not _realtime_allowed(),
     reason="this machine does not let the tests use SCHED_FIFO (no CAP_SYS_NICE, rtprio limit below 7)")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="kernel thread names are read from /proc (Linux)")
+def test_the_thread_gets_its_kernel_name_and_no_other_thread_does():
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+
+    def kernel_name(native_id: int) -> str:
+        return Path(f"/proc/self/task/{native_id}/comm").read_text().strip()
+
+    try:
+        own_name = kernel_name(threading.get_native_id())
+        assert name_thread(thread.native_id, "a_name_longer_than_15")
+        assert kernel_name(thread.native_id) == "a_name_longer_t"
+        assert kernel_name(threading.get_native_id()) == own_name
+    finally:
+        stop.set()
+        thread.join()
+    assert not name_thread(thread.native_id, "gone")  # the thread ended: no such task
 
 
 @needs_realtime

@@ -133,7 +133,7 @@ from actdistill_ros.srv import SetMode
 
 from .parameters import descriptor
 from .spin import events_executor_available, run_node
-from .thread_priority import set_fifo_priority
+from .thread_priority import INFERENCE_THREAD_NAME, name_thread, set_fifo_priority
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -358,6 +358,7 @@ class PolicyNode(LifecycleNode):
             self._stopping = False
         self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._worker.start()
+        name_thread(self._worker.native_id, INFERENCE_THREAD_NAME)
         if cfg.inference_priority:  # ConfigError when not permitted: on_configure then stops the worker
             set_fifo_priority(self._worker.native_id, cfg.inference_priority)
             self.get_logger().info(f"inference thread: SCHED_FIFO priority {cfg.inference_priority}")

@@ -1,4 +1,4 @@
-"""Real-time scheduling for the policy node's inference thread (Linux).
+"""Real-time scheduling and an OS-visible name for the policy node's inference thread (Linux).
 
 On a shared machine a CPU-bound neighbour stretches every forward pass (docs/results/README.md: the
 node's p95 went from 6.1 to 9.7 ms with two busy processes on two cores). A thread under
@@ -41,3 +41,19 @@ def fifo_priority(thread_id: int) -> int:
     if os.sched_getscheduler(thread_id) != os.SCHED_FIFO:
         return 0
     return os.sched_getparam(thread_id).sched_priority
+
+
+INFERENCE_THREAD_NAME = "policy_infer"  # the kernel keeps 15 characters of a thread's name
+
+
+def name_thread(thread_id: int, name: str) -> bool:
+    """Give the thread with native id ``thread_id`` its name in the kernel (``top -H``, ``perf``,
+    ``/proc/PID/task/TID/comm``), so its CPU time can be told from the executor's and DDS's
+    (Python < 3.14 names only its own ``threading.Thread`` objects). Best effort: False where the
+    system does not allow it."""
+    try:
+        with open(f"/proc/self/task/{thread_id}/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        return False
+    return True
