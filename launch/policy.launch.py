@@ -49,6 +49,8 @@ def _launch_setup(context, *args, **kwargs):
         overrides["device"] = check.device("device", arg("device"))
     if arg("initial_mode"):
         overrides["initial_mode"] = check.choice("initial_mode", arg("initial_mode"), check.MODES)
+    if arg("executor"):
+        overrides["executor"] = check.choice("executor", arg("executor"), check.EXECUTORS)
 
     remappings = []
     image_topic = check.topic("image_topic", arg("image_topic"))
@@ -107,6 +109,12 @@ def generate_launch_description() -> LaunchDescription:
                 "initial_mode",
                 default_value="",
                 description="mode at start: teleop, shadow or autonomy; empty: the value in params_file",
+            ),
+            DeclareLaunchArgument(
+                "executor",
+                default_value="",
+                description="what runs the node's callbacks: single_threaded or events (rclpy's EventsExecutor, "
+                "ROS 2 Kilted or newer: less latency); empty: the value in params_file",
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
             DeclareLaunchArgument(

@@ -42,8 +42,9 @@ def test_cmake_installs_every_console_script():
 
 def test_launch_files_declare_their_arguments():
     expected = {
-        "policy.launch.py": {"checkpoint", "device", "params_file", "autostart", "initial_mode", "namespace",
-                             "image_topic", "instruction_topic", "action_topic", "dds_profile", "log_level"},
+        "policy.launch.py": {"checkpoint", "device", "params_file", "autostart", "initial_mode", "executor",
+                             "namespace", "image_topic", "instruction_topic", "action_topic", "dds_profile",
+                             "log_level"},
         "sim.launch.py": {"checkpoint", "device", "initial_mode", "teleop", "real_time_factor", "seed", "episodes",
                           "params_file", "autostart", "namespace", "log_level"},
     }

@@ -154,14 +154,20 @@ def test_policy_launch_params_remaps_namespace_autonomy_and_ctrl_c(setup_bash, r
 
 def test_policy_launch_autostart_false_leaves_the_managed_node_unconfigured(setup_bash, ros2_launch,
                                                                              tiny_checkpoint):
+    """Also the executor argument: the lifecycle services answer on rclpy's EventsExecutor where
+    this rclpy has it."""
     from actdistill_ros.msg import EndEffectorAction, PolicyStatus
+    from actdistill_ros.nodes.spin import events_executor_available
 
+    executor = "events" if events_executor_available() else "single_threaded"
     ns = unique_namespace("managed")
     client = _client(ns)
     try:
         launch = ros2_launch(setup_bash, ["actdistill_ros", "policy.launch.py", f"namespace:={ns}", "autostart:=false",
-                                          f"checkpoint:={tiny_checkpoint}", "device:=cpu"], name="managed_launch")
+                                          f"checkpoint:={tiny_checkpoint}", "device:=cpu", f"executor:={executor}"],
+                             name="managed_launch")
         _wait_for_node(client, "policy_node", ns)
+        assert _get_parameters(client, "policy_node", ["executor"]) == {"executor": executor}
         assert _lifecycle_state(client, "policy_node") == "unconfigured"
         client.spin_for(1.0)
         assert not client.statuses and not client.actions  # unconfigured: no model, no control loop
@@ -254,6 +260,8 @@ def test_sim_launch_ends_when_the_policy_node_fails(setup_bash, ros2_launch, tmp
         ("policy.launch.py", "device:=tpu",
          "launch argument 'device': 'tpu' is not a device: auto, cpu, cuda or cuda:N"),
         ("policy.launch.py", "autostart:=maybe", "launch argument 'autostart': 'maybe' is not a boolean"),
+        ("policy.launch.py", "executor:=multi",
+         "launch argument 'executor': 'multi' is not one of single_threaded, events"),
         ("policy.launch.py", "dds_profile:=/nonexistent.xml",
          "launch argument 'dds_profile': '/nonexistent.xml' is not '' (the environment's), large_images or"),
         ("policy.launch.py", "checkpoint:=/nonexistent/student",
