@@ -20,8 +20,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from actdistill_ros.control.node_config import EXECUTORS  # noqa: F401 -- the launch files' choices
-
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 MODES = ("teleop", "shadow", "autonomy")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

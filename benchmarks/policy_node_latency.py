@@ -110,7 +110,6 @@ def thread_cpu_ms(pid: int) -> dict[str, float]:
     (DDS, logging). Empty where there is no ``/proc``; a thread that ended is no longer counted."""
     from actdistill_ros.nodes.thread_priority import INFERENCE_THREAD_NAME
 
-    tick_ms = 1e3 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10.0
     totals = dict.fromkeys(THREAD_ROLES, 0.0)
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -123,7 +122,7 @@ def thread_cpu_ms(pid: int) -> dict[str, float]:
                 ms = int((task / "schedstat").read_text().split()[0]) / 1e6
             except (OSError, ValueError, IndexError):
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                ms = (int(fields[11]) + int(fields[12])) * tick_ms
+                ms = (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
         except OSError:  # the thread ended meanwhile
             continue
         role = "executor" if task.name == str(pid) else "inference" if comm == INFERENCE_THREAD_NAME else "other"
@@ -366,7 +365,7 @@ def run_node(args, checkpoint: str, images: list[np.ndarray],
                 in_node_beyond_forward[image_ns] = (ready_ns - received_ns) / 1e6 - m.inference_latency_ms
     by_window = [[s for s in ready if window_of(published[s]) == k] for k in range(len(windows))]
     window_s = [w1 - w0 for w0, w1 in windows]
-    cpu_roles = [role for role in THREAD_ROLES if all(role in cpu for cpu in window_cpu)]
+    cpu_roles = THREAD_ROLES if all(window_cpu) else ()  # thread_cpu_ms gives all roles or none
     return {
         "e2e_ms": summary(e2e),
         "image_to_ready_ms": summary(list(ready.values())),

@@ -26,6 +26,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from actdistill_ros import launching as check
+from actdistill_ros.control.node_config import EXECUTORS
 
 PACKAGE = "actdistill_ros"
 
@@ -50,7 +51,7 @@ def _launch_setup(context, *args, **kwargs):
     if arg("initial_mode"):
         overrides["initial_mode"] = check.choice("initial_mode", arg("initial_mode"), check.MODES)
     if arg("executor"):
-        overrides["executor"] = check.choice("executor", arg("executor"), check.EXECUTORS)
+        overrides["executor"] = check.choice("executor", arg("executor"), EXECUTORS)
 
     remappings = []
     image_topic = check.topic("image_topic", arg("image_topic"))

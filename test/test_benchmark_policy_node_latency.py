@@ -1,9 +1,8 @@
 """benchmarks/policy_node_latency.py: a short real run (the node in its own process, images over
 Fast DDS) writes the split the README reads (transport, the node beyond its forward, the overhead
 against the back-to-back and the paced forward), one entry per acted-on image in the series, the
-paced forward call by call, the node's CPU time thread by thread, the extra node parameters it was given,
-and no machine path; an
-interleaved run pairs each node window with the paced forward after it; a malformed
+paced forward call by call, the node's CPU time thread by thread, the extra node parameters it was
+given, and no machine path; an interleaved run pairs each node window with the paced forward after it; a malformed
 ``--node-param`` or an impossible ``--interleave`` is refused. No timing is asserted (it belongs to the machine)."""
 
 from __future__ import annotations
