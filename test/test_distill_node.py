@@ -180,3 +180,20 @@ def test_node_bad_parameters_exit_2(demo, tmp_path, ros_process, make_node, extr
     assert re.search(match, listener.final()["message"]), listener.final()
     assert re.search(match, proc.output())
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_ctrl_c_is_remembered_even_when_native_code_turns_it_into_another_error():
+    """The job may see a Ctrl-C as a ValueError (raised inside safetensors' reader): the handler
+    still raises KeyboardInterrupt and keeps the flag that makes ``main`` exit 130 rather than 2
+    (a bad input) whichever error comes out."""
+    from actdistill_ros.nodes.distill_node import _Interrupts
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupts = _Interrupts()
+        assert not interrupts.seen
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        assert interrupts.seen
+    finally:
+        signal.signal(signal.SIGINT, previous)

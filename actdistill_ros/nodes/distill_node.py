@@ -30,6 +30,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import signal
 import sys
 import threading
 import time
@@ -139,8 +140,24 @@ def _init_rclpy(args: list[str] | None) -> None:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
+class _Interrupts:
+    """Remembers a Ctrl-C: one that lands inside native code (safetensors reading a file, a torch
+    kernel) can come back out as that code's own error (a ValueError naming the file), and must
+    still end the job as an interruption, not as a bad input (seen in CI: SIGINT during the
+    teacher's loading was reported as an unreadable weight file)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def main(args: list[str] | None = None) -> int:
     _init_rclpy(args)
+    interrupts = _Interrupts()
     node: DistillNode | None = None
     executor: SingleThreadedExecutor | None = None
     spinner: threading.Thread | None = None
@@ -161,17 +178,19 @@ def main(args: list[str] | None = None) -> int:
             node.get_logger().info(f"distilling into {cfg.output_dir} (rerun with the same output_dir to resume)")
             run_distill_job(cfg, progress=node.publish_progress)
             code = EXIT_OK
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
     except USER_ERRORS as exc:  # the job already published a "failed" event
         print(f"{NODE_NAME}: {exc}", file=sys.stderr)
-        code = EXIT_CONFIG_ERROR
-    except KeyboardInterrupt:
-        print(f"{NODE_NAME}: interrupted; rerun with the same output_dir to resume", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED if interrupts.seen else EXIT_CONFIG_ERROR
     except Exception as exc:
-        traceback.print_exc()
-        print(f"{NODE_NAME}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = EXIT_FAILED
+        if not interrupts.seen:
+            traceback.print_exc()
+            print(f"{NODE_NAME}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = EXIT_INTERRUPTED if interrupts.seen else EXIT_FAILED
     finally:
+        if code == EXIT_INTERRUPTED:
+            print(f"{NODE_NAME}: interrupted; rerun with the same output_dir to resume", file=sys.stderr)
         if node is not None and code != EXIT_INTERRUPTED:
             with contextlib.suppress(KeyboardInterrupt):
                 node.flush_progress()
