@@ -9,10 +9,12 @@ setup:
 launch-system: setup
 	bash scripts/setup_launch_system.sh
 
-# the whole suite: ruff + pytest (ROS tests over real DDS, real rosbag2 files)
+# the whole suite: ruff + pytest (ROS tests over real DDS, real rosbag2 files), in PYTEST_WORKERS
+# processes (pytest-xdist; whole files per worker, each worker its own ROS domain; 0 = one process)
+PYTEST_WORKERS ?= 2
 test: setup
 	.venv/bin/python -m ruff check .
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
 # the main job on the embedded default (simulated arm, all over ROS 2): record teleop demos to
 # mcap -> distil the routed student from the shipped teacher -> closed-loop eval of both

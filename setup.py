@@ -37,7 +37,7 @@ setup(
         "mujoco>=3.1",
         "num2words>=0.5",  # SmolVLM's processor imports it even for images
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},
+    extras_require={"dev": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5"]},
     entry_points={
         "console_scripts": [
             "actdistill = actdistill_ros.cli:main",

@@ -1,9 +1,10 @@
 """Shared pytest helpers, mostly for tests that talk ROS 2 (``@pytest.mark.ros``).
 
 ROS isolation. At import time (i.e. before any test can call ``rclpy.init``) this file sets
-``ROS_DOMAIN_ID`` to a value unique to this pytest process (derived from its pid, in 1..100;
-``ACTDISTILL_TEST_ROS_DOMAIN_ID`` overrides it) and ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``,
-so concurrent test runs on one machine do not see each other's nodes. Subprocesses started
+``ROS_DOMAIN_ID`` to a value unique to this pytest process (derived from its pid; under
+pytest-xdist one per worker; ``ACTDISTILL_TEST_ROS_DOMAIN_ID`` overrides the base) and
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so concurrent test runs on one machine do not see
+each other's nodes. Subprocesses started
 with :func:`ros_process` inherit the same environment (``ros_env``).
 
 Skipping. Tests marked ``ros`` are skipped, with the reason, when ``rclpy`` or the generated
@@ -51,10 +52,14 @@ import pytest
 
 
 def _choose_domain_id() -> int:
+    """One domain per pytest process: under pytest-xdist each worker (gw0, gw1, ...) adds its index
+    to a base shared by the run (the override, or the controller's pid), so workers never share one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
     override = os.environ.get("ACTDISTILL_TEST_ROS_DOMAIN_ID")
     if override:
-        return int(override)
-    return 1 + os.getpid() % 100
+        return int(override) + index
+    return 1 + (os.getppid() if worker else os.getpid()) % 90 + index
 
 
 ROS_DOMAIN_ID = _choose_domain_id()
