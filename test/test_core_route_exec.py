@@ -167,6 +167,34 @@ def test_one_sample_inference_gates_equal_the_batched_form_and_follow_every_chan
     check(_row(inputs, 0), atol=1e-12)
 
 
+def test_one_sample_router_follows_every_token_layout():
+    """The one-sample path (the instruction's part memoised) follows the token layout of every frame:
+    a longer instruction, image tokens inside the text as in LLaVA's prompt, no instruction tokens,
+    and the first layout again each give the batched form's gates."""
+    student, inputs = _spread_gate_student()
+    router = student.router
+    with torch.no_grad():
+        hidden = student.backbone.embed(_row(inputs, 0)).hidden
+    length = hidden.shape[1]
+
+    def masks(vision: list[int], text: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        v, t = torch.zeros(1, length, dtype=torch.bool), torch.zeros(1, length, dtype=torch.bool)
+        v[0, vision], t[0, text] = True, True
+        return v, t
+
+    image = list(range(4, 4 + 16))
+    layouts = [masks(list(range(16)), list(range(16, 24))),  # TinyVLA's: image, then the instruction
+               masks(list(range(16)), list(range(16, 30))),  # a longer instruction
+               masks(image, [0, 1, 2, 3, 20, 21, 22]),  # the image inside the prompt's text
+               masks(image, []),  # no instruction tokens
+               masks(list(range(16)), list(range(16, 24)))]  # the first layout again
+    for vision, text in layouts:
+        with torch.no_grad():
+            fast = router(hidden, vision, text)
+            batched = router(hidden.expand(2, -1, -1), vision.expand(2, -1), text.expand(2, -1))[:1]
+        torch.testing.assert_close(fast, batched, rtol=1e-5, atol=1e-6)
+
+
 def test_one_sample_non_finite_gates_are_an_error_not_a_route():
     student = tiny_student()
     inputs = tiny_inputs(student.backbone, batch=1)
