@@ -59,7 +59,7 @@ def _choose_domain_id() -> int:
     override = os.environ.get("ACTDISTILL_TEST_ROS_DOMAIN_ID")
     if override:
         return int(override) + index
-    return 1 + (os.getppid() if worker else os.getpid()) % 90 + index
+    return 1 + ((os.getppid() if worker else os.getpid()) + index) % 100  # 1..100: safe ids on Linux
 
 
 ROS_DOMAIN_ID = _choose_domain_id()
