@@ -186,7 +186,7 @@ class RoutedPolicy:
         actions = self.student.backbone.normalizer.denormalize(out.actions.float())[0]
         actions_np = actions.cpu().numpy().astype(np.float32)  # includes the device sync
         latency_ms = (time.perf_counter() - start) * 1e3
-        executed = out.executed[0].cpu().tolist()
+        executed = out.executed[0].tolist()  # on the host already
         _check_finite(actions_np)
         ratio = routed_flops_ratio(self.flops_components(inputs), executed)
         return PolicyOutput(actions_np, int(sum(executed)), self.layers_total, ratio, latency_ms)

@@ -42,7 +42,7 @@ class StudentTrainOutput:
 @dataclass
 class StudentRoutedOutput:
     actions: torch.Tensor  # [B, H, 7] normalised
-    executed: torch.Tensor  # bool [B, L]: which layers ran for each sample
+    executed: torch.Tensor  # bool [B, L] on the host (read there to pick the route): which layers ran
     gate_probs: torch.Tensor  # [B, L]
 
 
@@ -171,7 +171,7 @@ class RoutedStudent(nn.Module):
         if not finite:
             raise FloatingPointError(_NON_FINITE)
         actions = self.executor.run(batch, keep_host)
-        return StudentRoutedOutput(actions, keep, probs)
+        return StudentRoutedOutput(actions, keep_host, probs)  # the host copy: no second transfer for callers
 
     def _one_sample_routed(self, batch: TokenBatch, probs: torch.Tensor) -> StudentRoutedOutput:
         """One sample on a CPU (a robot's control loop): the gates read once into Python, checked
