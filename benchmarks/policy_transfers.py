@@ -4,14 +4,15 @@ Issue 13 asks the node's GPU path for pinned host buffers and one transfer a fra
 student and teacher (or given checkpoints), after warm-up, ``--frames`` calls of ``act()`` (a new
 random 224 x 224 image each, one instruction) run under ``torch.profiler`` with the CUDA activity;
 per frame it counts the copies the device ran, by direction and host memory kind (``Memcpy HtoD
-(Pinned -> Device)``, ...), and the host's waits on the device (``cudaStreamSynchronize``,
-``cudaDeviceSynchronize``, blocking ``cudaMemcpy``). What the student should show: one
-host-to-device copy, from pinned memory (the image; the instruction's tokens stay on the device);
-device-to-host, the route decisions (the one read that picks the route program) and the actions.
+(Pinned -> Device)``, ...: the names the CUDA profiler gives them, not yet checked on a GPU here),
+and the host's waits on the device (``cudaStreamSynchronize``, ``cudaDeviceSynchronize``, blocking
+``cudaMemcpy``). What the student should show: one host-to-device copy, from pinned memory (the
+image; the instruction's tokens stay on the device); device-to-host, the route decisions (the one
+read that picks the route program) and the actions.
 ``act()`` medians of both policies, from the same run, give the speed-up at batch 1.
 
     python benchmarks/policy_transfers.py [--device cuda] [--frames 20] [--student DIR]
-        [--teacher DIR | --no-teacher] [--execution eager|cuda_graphs] [--json out.json]
+        [--teacher DIR | --no-teacher] [--execution eager|compile|cuda_graphs] [--json out.json]
 
 On a CPU it runs as well (there is no device copy to count: every count is 0), as a proof that it
 runs (``benchmarks/gpu_routing.sh`` runs it on the GPU).
@@ -33,6 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from actdistill_ros.core.device import resolve_device
 from actdistill_ros.core.model.checkpoint import default_student_path, default_teacher_path
+from actdistill_ros.core.model.route_exec import Execution
 from actdistill_ros.core.policy import Policy, RoutedPolicy, TeacherPolicy
 from actdistill_ros.core.progress import progress_bar
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", default="", help="student checkpoint ('' = the shipped default)")
     parser.add_argument("--teacher", default="", help="teacher checkpoint ('' = the shipped default)")
     parser.add_argument("--no-teacher", action="store_true")
-    parser.add_argument("--execution", default="eager", choices=("eager", "compile", "cuda_graphs"))
+    parser.add_argument("--execution", default="eager", choices=[e.value for e in Execution])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:

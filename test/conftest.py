@@ -4,8 +4,8 @@ ROS isolation. At import time (i.e. before any test can call ``rclpy.init``) thi
 ``ROS_DOMAIN_ID`` to a value unique to this pytest process (derived from its pid; under
 pytest-xdist one per worker; ``ACTDISTILL_TEST_ROS_DOMAIN_ID`` overrides the base) and
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so concurrent test runs on one machine do not see
-each other's nodes. Subprocesses started
-with :func:`ros_process` inherit the same environment (``ros_env``).
+each other's nodes. Subprocesses started with :func:`ros_process` inherit the same environment
+(``ros_env``).
 
 Skipping. Tests marked ``ros`` are skipped, with the reason, when ``rclpy`` or the generated
 ``actdistill_ros.msg`` cannot be imported (a pure-core development environment), unless

@@ -181,7 +181,8 @@ def main(args: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except USER_ERRORS as exc:  # the job already published a "failed" event
-        print(f"{NODE_NAME}: {exc}", file=sys.stderr)
+        if not interrupts.seen:  # else it is the interrupt in another error's clothes (_Interrupts)
+            print(f"{NODE_NAME}: {exc}", file=sys.stderr)
         code = EXIT_INTERRUPTED if interrupts.seen else EXIT_CONFIG_ERROR
     except Exception as exc:
         if not interrupts.seen:
