@@ -35,6 +35,14 @@ class DecodingMixin:
                 hidden[rows_dev] = self.run_layer(index, hidden[rows_dev], batch.select(rows_dev))
         return hidden
 
+    def _continuation_batch(self, inputs: dict, cache) -> HFTokenBatch:
+        """The layer inputs of new tokens continuing a cached prompt: text only, every new token
+        attended (the cache holds the prompt's own mask), each layer's call as the model makes it."""
+        rec = record_layer_inputs(self.model, self._stack, inputs)
+        ones = torch.ones(rec.hidden.shape[:2], dtype=torch.bool, device=rec.hidden.device)
+        return HFTokenBatch(hidden=rec.hidden, vision_mask=~ones, text_mask=ones, attention_mask=ones,
+                            layer_kwargs=rec.calls[0][1], calls=rec.calls, cache=cache)
+
     def next_token_logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.final_norm(last_hidden)).float()
 
@@ -89,18 +97,8 @@ class DecodingMixin:
             }
             if self._takes_position_ids:
                 step_inputs["position_ids"] = (batch.last_position + step)[:, None].to(hidden.device)
-            rec = record_layer_inputs(self.model, self._stack, step_inputs)
-            ones = torch.ones(size, 1, dtype=torch.bool, device=hidden.device)
-            step_batch = HFTokenBatch(
-                hidden=rec.hidden,
-                vision_mask=~ones,
-                text_mask=ones,
-                attention_mask=ones,
-                layer_kwargs=rec.calls[0][1],
-                calls=rec.calls,
-                cache=cache,
-            )
-            out = self.run_routed_layers(rec.hidden, step_batch, keep)
+            step_batch = self._continuation_batch(step_inputs, cache)
+            out = self.run_routed_layers(step_batch.hidden, step_batch, keep)
             cache.tokens_seen += 1
             logits.append(self.next_token_logits(out[:, -1]))
             token = self._argmax(logits[-1], allowed)
@@ -131,18 +129,8 @@ class DecodingMixin:
             if self._takes_position_ids:
                 offsets = torch.arange(1, steps + 1)[None]
                 inputs["position_ids"] = (batch.last_position[:, None] + offsets).to(hidden.device)
-            rec = record_layer_inputs(self.model, self._stack, inputs)
-            ones = torch.ones(size, steps, dtype=torch.bool, device=hidden.device)
-            step_batch = HFTokenBatch(
-                hidden=rec.hidden,
-                vision_mask=~ones,
-                text_mask=ones,
-                attention_mask=ones,
-                layer_kwargs=rec.calls[0][1],
-                calls=rec.calls,
-                cache=cache,
-            )
-            out = self.run_routed_layers(rec.hidden, step_batch, batch.executed)
+            step_batch = self._continuation_batch(inputs, cache)
+            out = self.run_routed_layers(step_batch.hidden, step_batch, batch.executed)
             cache.tokens_seen += steps
             logits.append(self.next_token_logits(out))
         return torch.cat(logits, dim=1)
