@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.atomic_files import write_json_atomic
 from ..core.data.dataset import DatasetError, Episode, EpisodeDataset
 from ..core.model.checkpoint import (
     STUDENT_FORMAT,
@@ -47,7 +48,7 @@ from ..core.model.checkpoint import (
 )
 from ..core.training.loop import batches_per_epoch
 from ..core.training.runs import run_distillation, run_teacher_training
-from ..core.training.stages import RESTART_HINT, write_json_atomic
+from ..core.training.stages import RESTART_HINT
 from ..core.typed_config import ConfigError, flatten, to_dict
 from ..ingest import SUMMARY_FILE, IngestError, IngestProgress, cache_key, find_bags, ingest
 from .config import DistillJobConfig
@@ -626,7 +627,7 @@ class _Job:
             baselines=baselines, warnings=list(summary.get("warnings", [])) + warnings)
         self._timed("report", started)
         report["seconds"] = dict(self.seconds)
-        json_path.write_text(json.dumps(report, indent=2, default=str))
+        write_json_atomic(json_path, report, default=str)
         self.emit("report", "done", report=str(json_path))
         if report.get("baseline_verdict"):
             self.emit("baselines", "verdict", message=report["baseline_verdict"])

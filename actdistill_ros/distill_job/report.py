@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic_files import write_json_atomic
 from ..core.evaluation.bench import BenchConfig, benchmark, benchmark_markdown
 from ..core.evaluation.plots import plot_keep_ratio_curve, plot_layer_frequency, plot_training_curves
 from .config import DistillJobConfig
@@ -129,7 +130,7 @@ def write_report(cfg: DistillJobConfig, out_dir: Path, *, dataset_dir: Path, tea
     }
     report["baseline_verdict"] = baseline_verdict(report)
     json_path = out_dir / REPORT_JSON
-    json_path.write_text(json.dumps(report, indent=2, default=str))
+    write_json_atomic(json_path, report, default=str)
     md_path = out_dir / REPORT_MD
     md_path.write_text(report_markdown(report, benchmark_markdown(bench)))
     return report, json_path, md_path

@@ -16,12 +16,13 @@ Layout (``ingest_summary.json`` next to ``dataset.json``)::
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..core.atomic_files import write_json_atomic
 
 SUMMARY_FILE = "ingest_summary.json"
 STAMP_POLICY = (
@@ -84,8 +85,4 @@ def aggregate(per_bag: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_summary(summary: dict[str, Any], directory: Path) -> Path:
-    path = Path(directory) / SUMMARY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str))
-    tmp.replace(path)
-    return path
+    return write_json_atomic(Path(directory) / SUMMARY_FILE, summary, default=str)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic_files import write_json_atomic
+
 FORMAT_NAME = "actdistill-episodes"
 FORMAT_VERSION = 1
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
@@ -127,9 +129,7 @@ class EpisodeDataset:
             "episodes": index,
             **{k: v for k, v in self.meta.items() if k not in {"episodes", "format", "version"}},
         }
-        tmp = directory / "dataset.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(directory / "dataset.json")
+        write_json_atomic(directory / "dataset.json", meta)
         return directory
 
     @classmethod

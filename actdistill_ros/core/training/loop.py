@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic_files import write_atomically
 from ..config import OptimConfig
 from ..progress import progress_bar
 from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
@@ -176,9 +177,7 @@ def _save_state(path: Path, modules: dict[str, nn.Module], optimizer, step: int,
         state["cuda_rng"] = torch.cuda.get_rng_state(cuda)
     if not world.is_main:
         return
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def _cuda_device(modules: dict[str, nn.Module]) -> torch.device | None:

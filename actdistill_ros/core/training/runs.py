@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic_files import write_json_atomic
 from ..config import DistillConfig, TeacherTrainConfig
 from ..data.dataset import DatasetError, EpisodeDataset
 from ..device import resolve_device
@@ -253,7 +254,7 @@ def run_distillation(dataset_dir: str | Path, teacher_dir: str | Path, out_dir: 
     save_student(student.cpu(), student_dir, extra={"distillation": {
         "teacher_sha256": teacher_sha, "dataset": dataset_provenance(dataset_dir),
         "config": to_dict(cfg), "held_out": metrics}})
-    (out_dir / "distill_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(out_dir / "distill_metrics.json", metrics)
     notify("export", {"student": str(student_dir), **metrics})
     return DistillResult(student_dir, metrics)
 
@@ -404,7 +405,7 @@ def greedy_selection(run_dir: Path, teacher, train: TensorData, layers: int, dat
         selection = {**made_from, "layers": greedy.layers, "samples": min(len(train), SELECTION_SAMPLES),
                      "trace": [asdict(step) for step in greedy.trace]}
         if write:
-            _write_json(path, selection)
+            write_json_atomic(path, selection)
     return selection
 
 
@@ -412,9 +413,3 @@ def _route_start_layers(cfg: DistillConfig, num_layers: int) -> int:
     """The layer count a greedy-started router's top level holds: its ``min_layers`` when it routes
     top-k, else the budget's share of the layers."""
     return cfg.router.min_layers if cfg.router.min_layers >= 1 else max(1, round(cfg.loss.keep_ratio * num_layers))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

@@ -14,7 +14,6 @@ cheapest readout of "how far the action has formed" at layer l).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic_files import write_atomically, write_json_atomic
 from ..config import DistillConfig, MemoryConfig, OptimConfig
 from ..data.dataset import DatasetError, EpisodeDataset
 from ..model.graph import LayerProbes
@@ -181,13 +181,6 @@ def clear_stages(run_dir: Path, stages: list[str]) -> list[Path]:
     return removed
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """tmp + replace: a kill mid-write leaves the old file (or none), never half a marker."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -290,9 +283,8 @@ class TeacherOutputs:
         return self.actions[rows]
 
     def save(self, path: Path) -> None:
-        tmp = Path(path).with_suffix(".tmp")  # write then rename: a kill leaves no half file
-        save_file({"sample_ids": self.sample_ids, "actions": self.actions.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        tensors = {"sample_ids": self.sample_ids, "actions": self.actions.contiguous()}
+        write_atomically(path, lambda tmp: save_file(tensors, str(tmp)))
 
     @classmethod
     def load(cls, path: Path) -> TeacherOutputs:
