@@ -25,8 +25,9 @@ node's ``status`` (received here, every control period), per camera:
 
 ``--discovery-range``: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` of the node and the cameras. With
 ``LOCALHOST`` (what the tests use, and a common choice on a one-host robot) Fast DDS discovers by
-unicast, and a new camera was found up to one participant announcement period late (Fast DDS's
-default: 3 s); with ``SUBNET`` (ROS 2's default: multicast) within tenths of a second.
+unicast, and a new camera was often found up to one participant announcement period late (Fast
+DDS's default: 3 s; ``config/fastdds_large_images.xml`` announces every 0.5 s); with ``SUBNET``
+(ROS 2's default: multicast) mostly within tenths of a second (docs/results/README.md).
 
 Runs on CPU and CUDA alike; the camera processes and the node share this machine's cores.
 """
