@@ -104,13 +104,12 @@ def camera_row(statuses: list, number: int, how: str, ready: float | None, ended
                next_start: float) -> dict:
     """The measurements of one camera from the statuses received (monotonic arrival, message)."""
     commanding = first_after(statuses, ready, ended, alarm=False) if ready is not None else None
-    alarms_on = sum(1 for t, msg in statuses if commanding is not None and commanding <= t < ended and msg.alarm)
+    alarms_on = [] if commanding is None else [msg for t, msg in statuses if commanding <= t < ended and msg.alarm]
     stop = first_after(statuses, ended, next_start, alarm=True)
-    reasons = sorted({msg.alarm_reason.split(" (")[0] for t, msg in statuses
-                      if commanding is not None and commanding <= t < ended and msg.alarm})
     return {"camera": number, "end": how,
             "ready_to_commanding_s": None if commanding is None else commanding - ready,
-            "alarms_while_on": alarms_on, "alarm_reasons_while_on": reasons,
+            "alarms_while_on": len(alarms_on),
+            "alarm_reasons_while_on": sorted({msg.alarm_reason.split(" (")[0] for msg in alarms_on}),
             "ended_to_stop_s": None if stop is None else stop - ended}
 
 
@@ -178,14 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     args.dds_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = args.discovery_range  # the node and the cameras
     os.environ.update(args.dds_env)  # this process too (before its first DDS participant)
 
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import String
-
     domain_id = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     ns = f"/reconnect_{os.getpid()}"
     client = Client(ns, domain_id, name="camera_reconnect_bench")
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    client.node.create_publisher(String, "instruction", latched).publish(String(data=INSTRUCTION))
+    client.latch_instruction(INSTRUCTION)
     params = {"device": args.device, "control_rate_hz": args.control_rate, "image_timeout_s": args.image_timeout,
               "instruction_timeout_s": 3600.0, "initial_mode": "autonomy", "ramp_s": 0.0, "warmup_iterations": 5}
     if args.checkpoint:
@@ -210,13 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update()
         client.spin_for(0.2)
     finally:
-        node_rc = None
-        if node.alive():
-            node.proc.send_signal(signal.SIGINT)
-            try:
-                node_rc = node.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
+        node_rc = node.stop(timeout=30)
         statuses = list(client.statuses)
         client.close()
     rows = []

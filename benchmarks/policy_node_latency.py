@@ -206,14 +206,10 @@ def run_node(args, checkpoint: str, images: list[np.ndarray],
     """The node phase: ``args.interleave`` windows (one when 0) of ``args.duration`` in all; after
     window k, with no images flowing (the node idles, stopping the arm for a stale image),
     ``between(k)`` runs this process's paced forward, so both see the machine in the same moments."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import String
-
     domain_id = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     ns = f"/bench_{os.getpid()}"
     client = Client(ns, domain_id, name="latency_bench")
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    client.node.create_publisher(String, "instruction", latched).publish(String(data=INSTRUCTION))
+    client.latch_instruction(INSTRUCTION)
     params = {
         "checkpoint": checkpoint,
         "device": args.device,

@@ -238,6 +238,19 @@ class Client:
             return value
         raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
 
+    # -- instruction --------------------------------------------------------------------------
+    def latch_instruction(self, text: str) -> Any:
+        """Publish ``text`` once on ``instruction``, latched (reliable, transient local, depth 1), so a
+        node that starts later still receives it; -> the publisher (keep it to publish again)."""
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        publisher = self.node.create_publisher(String, "instruction", latched)
+        publisher.publish(String(data=text))
+        return publisher
+
     # -- images -------------------------------------------------------------------------------
     def publish_image(self, pixels: np.ndarray, encoding: str = "rgb8") -> int:
         stamp = self.node.get_clock().now().to_msg()

@@ -31,16 +31,12 @@ WINDOW_S = 6.0
 def node(tmp_path_factory):
     """A fresh node for each camera: a camera connecting to a node that had another one before was
     seen to pause for seconds first (README, status and limits)."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import String
-
     from policy_node_helpers import make_tiny_checkpoint
 
     checkpoint = make_tiny_checkpoint(tmp_path_factory.mktemp("hd_student") / "tiny", chunk_size=4)
     ns = unique_namespace("hd")
     client = Client(ns, default_domain_id(), name="hd_test_client")
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    client.node.create_publisher(String, "instruction", latched).publish(String(data="pick up the red block"))
+    client.latch_instruction("pick up the red block")
     proc = NodeProcess({"checkpoint": str(checkpoint), "device": "cpu", "warmup_iterations": 1,
                         "control_rate_hz": CONTROL_HZ, "image_timeout_s": 0.5, "initial_mode": "autonomy",
                         "ramp_s": 0.0}, ns, default_domain_id(), env=PROFILE_ENV,
